@@ -64,10 +64,13 @@ def load_dataset(name_or_path: str, data_dir: str | Path | None = None,
         from stforecast.datasets.loaders import load_path
 
         return load_path(Path(name_or_path), **options)
-    entry = get_dataset(name_or_path)
+    try:
+        entry = get_dataset(name_or_path)
+    except KeyError as exc:
+        raise DataError(exc.args[0]) from None
     unknown = sorted(set(options) - set(entry.options))
     if unknown:
-        raise KeyError(f"dataset '{entry.name}' has no option {', '.join(map(repr, unknown))}; "
+        raise DataError(f"dataset '{entry.name}' has no option {', '.join(map(repr, unknown))}; "
                        f"options: {', '.join(entry.options) or 'none'}")
     if not entry.files:
         return entry.load(**options)

@@ -1,0 +1,1 @@
+"""The runner: CLI, grid of runs, results store, report and regression check."""

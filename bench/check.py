@@ -1,0 +1,140 @@
+"""``python -m bench check``: the regression gate on final test MAE.
+
+A baseline is a small CSV, one row per (schedule, budget): the number of seeds and the mean
+final test MAE over them. Each row becomes a ``Check`` whose ``fails(current)`` returns the
+reason it fails or None, so the rule is data, not a code path: every failure is printed, then
+one exit code. A current result better than the baseline never fails.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import ConfigError
+from bench.report import md_table
+from bench.results import load_results
+from bench.store import atomic_write_text, rows_to_csv
+
+BASELINE_COLUMNS = ["schedule", "budget", "seeds", "test_mae"]
+
+
+@dataclass(frozen=True)
+class Check:
+    schedule: str
+    budget: int
+    baseline: float
+    tolerance: float
+
+    @property
+    def limit(self) -> float:
+        return self.baseline * (1 + self.tolerance)
+
+    def fails(self, current: float | None) -> str | None:
+        if current is None or math.isnan(current):
+            return f"{self.schedule} @ {self.budget} epochs: no finished result"
+        if current > self.limit:
+            change = current / self.baseline - 1
+            return (f"{self.schedule} @ {self.budget} epochs: test MAE {current:.4f} is "
+                    f"{100 * change:+.2f} % against baseline {self.baseline:.4f} "
+                    f"(tolerance {100 * self.tolerance:.1f} %)")
+        return None
+
+
+def current_means(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean final test MAE and seed count per (schedule, budget); unfinished cells -> NaN."""
+    df = summary.copy()
+    df.loc[df["status"] != "finished", "test_mae"] = float("nan")
+    g = df.groupby(["schedule", "budget"], sort=True)
+    out = g["test_mae"].agg(lambda v: v.mean() if v.notna().all() else float("nan"))
+    return pd.DataFrame({"seeds": g["seed"].nunique(), "test_mae": out}).reset_index()
+
+
+def read_baseline(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: baseline file not found") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed baseline ({exc})") from None
+    missing = [c for c in BASELINE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: malformed baseline, missing column(s) {', '.join(missing)}; "
+                          f"expected {', '.join(BASELINE_COLUMNS)}")
+    if df.empty:
+        raise ConfigError(f"{path}: baseline holds no rows")
+    if df[["budget", "seeds", "test_mae"]].isna().any().any():
+        raise ConfigError(f"{path}: malformed baseline, empty or non-numeric values")
+    try:
+        df["budget"] = df["budget"].astype(int)
+        df["seeds"] = df["seeds"].astype(int)
+        df["test_mae"] = df["test_mae"].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed baseline, non-numeric values ({exc})") from None
+    if (df["test_mae"] <= 0).any():
+        raise ConfigError(f"{path}: malformed baseline, test_mae must be positive")
+    if df.duplicated(["schedule", "budget"]).any():
+        raise ConfigError(f"{path}: malformed baseline, a (schedule, budget) appears twice")
+    return df
+
+
+def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float, where: Path
+            ) -> tuple[list[list[str]], list[str]]:
+    """Table rows and failure reasons; a grid mismatch is a ``ConfigError``."""
+    cur = {(r.schedule, int(r.budget)): r for r in current.itertuples()}
+    missing = [f"{r.schedule}@{r.budget}" for r in baseline.itertuples()
+               if (r.schedule, int(r.budget)) not in cur]
+    if missing:
+        raise ConfigError(f"{where}: baseline describes a different grid; the results lack "
+                          f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    seeds = [f"{r.schedule}@{r.budget} ({r.seeds} vs {cur[(r.schedule, int(r.budget))].seeds})"
+             for r in baseline.itertuples() if cur[(r.schedule, int(r.budget))].seeds != r.seeds]
+    if seeds:
+        raise ConfigError(f"{where}: baseline describes a different grid; seed counts differ "
+                          f"for {', '.join(seeds[:6])}")
+    rows, failures = [], []
+    for r in baseline.itertuples():
+        check = Check(r.schedule, int(r.budget), float(r.test_mae), tolerance)
+        now = float(cur[(r.schedule, int(r.budget))].test_mae)
+        reason = check.fails(now)
+        change = "–" if math.isnan(now) else f"{100 * (now / check.baseline - 1):+.2f} %"
+        rows.append([r.schedule, str(r.budget), f"{check.baseline:.4f}",
+                     "–" if math.isnan(now) else f"{now:.4f}", change,
+                     "REGRESSION" if reason else "ok"])
+        if reason:
+            failures.append(reason)
+    return rows, failures
+
+
+def cmd_check(args) -> int:
+    if not (0 <= args.tolerance < 1):
+        raise ConfigError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    exp_dir = Path(args.results) / args.experiment
+    res = load_results(exp_dir)
+    current = current_means(res.summary)
+    if args.write_baseline:
+        if current["test_mae"].isna().any():
+            bad = current[current["test_mae"].isna()]
+            raise ConfigError(f"{exp_dir}: unfinished cells, not writing a baseline: "
+                              + ", ".join(f"{r.schedule}@{r.budget}" for r in bad.itertuples()))
+        atomic_write_text(Path(args.write_baseline), rows_to_csv(
+            current[BASELINE_COLUMNS].to_dict("records"), BASELINE_COLUMNS))
+        print(f"wrote baseline {args.write_baseline} ({len(current)} cells)", file=sys.stderr)
+        if not args.baseline:
+            return 0
+    if not args.baseline:
+        raise ConfigError("give --baseline FILE to compare with, or --write-baseline FILE")
+    path = Path(args.baseline)
+    rows, failures = compare(read_baseline(path), current, args.tolerance, path)
+    print(md_table(["schedule", "budget", "baseline", "current", "change", ""], rows, "lrrrrl"))
+    for reason in failures:
+        print(f"regression: {reason}", file=sys.stderr)
+    verdict = (f"{len(failures)} of {len(rows)} cells regressed beyond "
+               f"{100 * args.tolerance:.1f} %" if failures
+               else f"all {len(rows)} cells within {100 * args.tolerance:.1f} % of the baseline")
+    print(verdict, file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,200 @@
+"""``python -m bench``: run the grid, report it, check it against a baseline, list components.
+
+Exit codes: 0 success; 1 a regression (check) or a failed run; 2 bad usage, config or data,
+always as one line naming the file, key or value; 130 stopped by Ctrl-C (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RUN_EXAMPLES = """examples:
+  python -m bench run --profile quick                      # whole grid on tiny data, < 3 min
+  python -m bench run --schedules all                      # default profile, 30/60/100 epochs
+  python -m bench run --schedules seed --budgets 30 --seeds 5
+  python -m bench run --schedules plateau,multistep --model gwnet --dataset metr-la --device cuda
+  python -m bench run --config METR-LA_alternating.yaml    # a tuning note's own lr/milestones keys
+  python -m bench run --schedule-file my_schedules.yaml --schedules all,my_cosine
+  python -m bench run --profile default --jobs 2           # two runs at once, threads split
+"""
+
+REPORT_EXAMPLES = """examples:
+  python -m bench report --experiment quick
+  python -m bench report --results results --experiment default --out reports
+"""
+
+CHECK_EXAMPLES = """examples:
+  python -m bench check --baseline bench/baselines/quick.csv --experiment quick
+  python -m bench check --experiment quick --write-baseline bench/baselines/quick.csv
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Learning-rate schedule benchmark for spatio-temporal traffic forecasting.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train the grid schedules x budgets x seeds",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--profile", default="default",
+                     help="quick | default | paper, or a profile YAML path (default: default)")
+    run.add_argument("--schedules", help="'all', a group (seed, ablation) or a comma list")
+    run.add_argument("--budgets", help="epoch budgets, e.g. 30,60,100")
+    run.add_argument("--seeds", help="N for seeds 0..N-1, or a list/range like 3,7 or 0-4")
+    run.add_argument("--model", help="model name (see 'list')")
+    run.add_argument("--dataset", help="dataset name or a path to your own files")
+    run.add_argument("--data-dir", help="folder holding <dataset>/ files (default: $STBENCH_DATA "
+                                        "or ./data)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--results", default="results", help="results folder (default: results)")
+    run.add_argument("--experiment", help="experiment name (default: the profile's name)")
+    run.add_argument("--config", metavar="FILE",
+                     help="a note-style YAML (lr, weight_decay, milestones, lr_decay_rate, "
+                          "epochs, batch_size) run as given")
+    run.add_argument("--schedule-file", action="append", default=[], metavar="FILE",
+                     help="YAML file adding schedules (repeatable)")
+    run.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid")
+
+    rep = sub.add_parser("report", help="write markdown + PNG report of a results folder",
+                         epilog=REPORT_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--experiment", default="default")
+    rep.add_argument("--out", default="reports", help="reports folder (default: reports)")
+
+    chk = sub.add_parser("check", help="regression gate on final test MAE",
+                         epilog=CHECK_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    chk.add_argument("--results", default="results")
+    chk.add_argument("--experiment", default="quick")
+    chk.add_argument("--baseline", metavar="FILE", help="committed baseline CSV to compare with")
+    chk.add_argument("--tolerance", type=float, default=0.02,
+                     help="allowed relative increase of mean final test MAE (default 0.02)")
+    chk.add_argument("--write-baseline", metavar="FILE", help="record the current results")
+
+    sub.add_parser("list", help="list schedules, models, datasets and profiles")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.config import ConfigError
+    from bench.store import StoreError
+    from schedules import ScheduleError
+    from stforecast.datasets import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "report":
+            from bench.report_cmd import cmd_report
+
+            return cmd_report(args)
+        if args.command == "check":
+            from bench.check import cmd_check
+
+            return cmd_check(args)
+        if args.command == "list":
+            return cmd_list()
+    except (ConfigError, DataError, ScheduleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"error: {exc}; results written so far are intact", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+def cmd_run(args) -> int:
+    from bench.config import ConfigError
+    from bench.experiment import (
+        apply_overrides,
+        budget_notes,
+        load_profile,
+        note_config,
+        profile_path,
+        resolve_schedules,
+        validate_components,
+    )
+    from bench.grid import run_grid
+    from schedules import BUILTIN
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.shard:
+        from bench.plan import shard
+
+        try:
+            shard([], args.shard)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    profile = load_profile(args.profile)
+    registry = BUILTIN.copy()
+    schedules_arg, budgets_arg, batch_arg = args.schedules, args.budgets, args.batch_size
+    if args.config:
+        name, note = note_config(args.config, registry)
+        schedules_arg = schedules_arg or name
+        if note.epochs is not None and budgets_arg is None:
+            budgets_arg = str(note.epochs)
+        if note.batch_size is not None and batch_arg is None:
+            batch_arg = note.batch_size
+    profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
+                              seeds=args.seeds, model=args.model, dataset=args.dataset,
+                              data_dir=args.data_dir, device=args.device, batch_size=batch_arg)
+    validate_components(profile)
+    schedules = resolve_schedules(profile, args.schedule_file, registry)
+    if profile.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available here")
+
+    profile_name = profile_path(args.profile).stem
+    experiment = args.experiment or profile_name
+    exp_dir = Path(args.results) / experiment
+    for note in budget_notes(schedules, profile.budgets):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"experiment '{experiment}': {len(schedules)} schedules x budgets "
+          f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name}, "
+          f"dataset {profile.dataset.name} -> {exp_dir}/", file=sys.stderr)
+    return run_grid(profile, schedules, exp_dir, jobs=args.jobs, executor=args.executor,
+                    address=args.address, shard_spec=args.shard)
+
+
+def cmd_list() -> int:
+    from bench.experiment import load_profile, profile_names
+    from schedules import BUILTIN, KINDS
+    from stforecast.datasets import dataset_names, get_dataset
+    from stforecast.models import get_model, model_names
+
+    print("schedules (python -m bench run --schedules NAME[,NAME...]):")
+    width = max(len(n) for n in BUILTIN.names())
+    for item in BUILTIN:
+        print(f"  {item.name:<{width}}  {item.summary}")
+        print(f"  {'':<{width}}    [{item.spec.kind}] {item.spec.hyperparameters()}")
+    print("schedule groups:")
+    for group, names in BUILTIN.groups().items():
+        print(f"  {group:<{width}}  {', '.join(names)}")
+    print(f"schedule kinds for --schedule-file: {', '.join(KINDS)}")
+    print("models (--model):")
+    for name in model_names():
+        print(f"  {name:<{width}}  {get_model(name).summary}")
+    print("datasets (--dataset NAME, or a path to your own files):")
+    for name in dataset_names():
+        entry = get_dataset(name)
+        files = f" [needs {', '.join(entry.files)} in <data-dir>/{name}/]" if entry.files else ""
+        print(f"  {name:<{width}}  {entry.summary}{files}")
+    print("profiles (--profile):")
+    for name in profile_names():
+        print(f"  {name:<{width}}  {load_profile(name).description}")
+    return 0

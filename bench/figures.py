@@ -1,0 +1,164 @@
+"""The only module that imports matplotlib: PNG figures for the report (Agg backend)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.report import baseline  # noqa: E402
+from bench.results import Results  # noqa: E402
+from bench.store import atomic_write_bytes  # noqa: E402
+
+SEED_SCHEDULES = ("plateau", "multistep", "warmup_cosine")
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#ff7f0e", "#9467bd", "#8c564b",
+           "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173"]
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight",
+                metadata={"Software": None})  # no version stamp: regenerated files compare equal
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _colors(res: Results) -> dict[str, str]:
+    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(res.schedule_order)}
+
+
+def _style(name: str) -> dict:
+    return {"linewidth": 2.2 if name in SEED_SCHEDULES else 1.2,
+            "linestyle": "-" if name in SEED_SCHEDULES or "_" not in name else "--"}
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               fontsize=9)
+
+
+def lr_figure(res: Results, path: Path) -> None:
+    budgets = res.budgets
+    colors = _colors(res)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False,
+                             sharey=True)
+    axes = axes[0]
+    for ax, b in zip(axes, budgets):
+        for s in res.schedule_order:
+            df = res.epochs[(res.epochs["schedule"] == s) & (res.epochs["budget"] == b)]
+            if df.empty:
+                continue
+            metric_driven = res.schedules[s]["needs_metric"]
+            seeds = sorted(df["seed"].unique()) if metric_driven else [df["seed"].min()]
+            for i, seed in enumerate(seeds):
+                d = df[df["seed"] == seed].sort_values("epoch")
+                # Append the last epoch's end so the final step is drawn to full width.
+                x = np.append(d["epoch"].to_numpy(), d["epoch"].max() + 1)
+                y = np.append(d["lr"].to_numpy(), d["lr"].iloc[-1])
+                style = _style(s)
+                if metric_driven and len(seeds) > 1:
+                    style["linewidth"] *= 0.7
+                ax.step(x, y, where="post", color=colors[s], alpha=0.9,
+                        label=s if i == 0 else None, **style)
+        ax.set_yscale("log")
+        ax.set_title(f"{b}-epoch budget")
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0, b)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("learning rate (log scale)")
+    fig.suptitle(f"Learning-rate paths ({res.name})")
+    _legend(fig, axes)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def mae_figure(res: Results, path: Path) -> None:
+    budgets = res.budgets
+    colors = _colors(res)
+    fig, axes = plt.subplots(2, len(budgets), figsize=(5 * len(budgets), 7.5), squeeze=False)
+    for row, split in enumerate(("val", "test")):
+        lows, highs = [], []
+        for col, b in enumerate(budgets):
+            ax = axes[row][col]
+            for s in res.schedule_order:
+                df = res.epochs[(res.epochs["schedule"] == s) & (res.epochs["budget"] == b)]
+                if df.empty:
+                    continue
+                g = df.groupby("epoch")[f"{split}_mae"]
+                mean, std = g.mean(), g.std().fillna(0.0)
+                ax.plot(mean.index, mean.values, color=colors[s], label=s, **_style(s))
+                ax.fill_between(mean.index, mean - std, mean + std, color=colors[s], alpha=0.12,
+                                linewidth=0)
+                tail = mean.values[min(2, len(mean) - 1):]
+                lows.append(np.nanmin(tail))
+                highs.append(np.nanpercentile(tail, 90))
+            for name, ls in (("historical_average", ":"), ("persistence", "--")):
+                v = baseline(res, name, split)
+                if v is not None:
+                    ax.axhline(v, color="black", linestyle=ls, linewidth=1,
+                               label=name.replace("_", " "))
+                    highs.append(v)
+            ax.set_title(f"{split} MAE, {b}-epoch budget")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{split} MAE (original units)")
+            ax.set_xlim(0, b)
+            ax.grid(True, alpha=0.3)
+        if lows:
+            lo, hi = min(lows), max(highs)
+            pad = 0.05 * (hi - lo)
+            for ax in axes[row]:
+                ax.set_ylim(lo - pad, hi + pad)
+    fig.suptitle(f"MAE during training, mean ± std over seeds ({res.name})")
+    _legend(fig, axes[0])
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def final_figure(res: Results, path: Path) -> None:
+    budgets = res.budgets
+    names = res.schedule_order
+    colors = _colors(res)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 0.35 * len(names) + 2),
+                             squeeze=False, sharey=True)
+    df = res.finished()
+    for ax, b in zip(axes[0], budgets):
+        for i, s in enumerate(names):
+            v = df[(df["schedule"] == s) & (df["budget"] == b)]["test_mae"].to_numpy()
+            if not len(v):
+                continue
+            ax.barh(i, v.mean(), color=colors[s], alpha=0.35)
+            ax.plot(v, np.full(len(v), i), "o", color=colors[s], markersize=4)
+        for name, ls in (("historical_average", ":"), ("persistence", "--")):
+            bv = baseline(res, name)
+            if bv is not None:
+                ax.axvline(bv, color="black", linestyle=ls, linewidth=1,
+                           label=name.replace("_", " "))
+        vals = df[df["budget"] == b]["test_mae"]
+        if len(vals):
+            span = vals.max() - vals.min()
+            ax.set_xlim(vals.min() - 0.3 * span - 1e-3, vals.max() + 0.3 * span + 1e-3)
+        ax.set_title(f"{b}-epoch budget")
+        ax.set_xlabel("final test MAE (original units)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(names)))
+    axes[0][0].set_yticklabels(names)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(f"Final test MAE by seed ({res.name})")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_figures(res: Results, out_dir: Path) -> dict[str, str]:
+    """Draw every figure into ``out_dir``; return key -> file name for the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"lr": "lr.png", "mae": "mae.png", "final": "final_mae.png"}
+    lr_figure(res, out_dir / files["lr"])
+    mae_figure(res, out_dir / files["mae"])
+    final_figure(res, out_dir / files["final"])
+    return files

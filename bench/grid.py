@@ -1,0 +1,219 @@
+"""Running a grid: plan jobs, hand them to an executor, keep the experiment tables current.
+
+Executors: ``local`` runs jobs one after another in this process with every CPU thread, or
+with ``--jobs N`` in N worker processes that divide the threads among them; ``ray`` sends
+them to a Ray cluster (``bench.ray_executor``). All of them call ``runner.execute_job``, so
+results, skip-and-resume and locking behave the same everywhere.
+
+Ctrl-C once: every running job finishes its current epoch, saves, and the grid stops.
+Ctrl-C twice: stop at once; the last completed epoch of every run is already on disk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import torch
+
+from bench import runner
+from bench.config import ConfigError, to_dict
+from bench.experiment import Profile
+from bench.plan import Job, plan_jobs, shard
+from bench.progress import Progress
+from bench.store import RunDir, atomic_write_json, atomic_write_text, read_json, rows_to_csv
+from bench.tables import update_grid, write_tables
+from schedules import NamedSchedule
+from stforecast.baselines import BASELINES, evaluate_baseline
+
+
+def check_experiment(exp_dir: Path, profile: Profile) -> None:
+    """Refuse to mix runs of different datasets, models or training settings in one folder."""
+    fixed = {"dataset": to_dict(profile.dataset), "model": to_dict(profile.model),
+             "train": to_dict(profile.train)}
+    path = exp_dir / "experiment.json"
+    if path.exists():
+        try:
+            old = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable ({exc}); move it aside to start afresh") from None
+        diff = [k for k in fixed if old.get(k) != fixed[k]]
+        if diff:
+            raise ConfigError(
+                f"{exp_dir} holds runs with other {', '.join(diff)} settings "
+                f"({path}); use --experiment NAME for a new experiment folder")
+        return
+    atomic_write_json(path, fixed)
+
+
+def write_baselines(exp_dir: Path, profile: Profile) -> None:
+    """Historical average and persistence on val and test, once per experiment."""
+    path = exp_dir / "baselines.csv"
+    if path.exists():
+        return
+    data = runner.load_data(profile, torch.device("cpu"))
+    rows = []
+    for name in BASELINES:
+        for split in ("val", "test"):
+            rows.append({"baseline": name, "split": split, **evaluate_baseline(name, data, split)})
+    atomic_write_text(path, rows_to_csv(rows))
+
+
+def schedule_info(item: NamedSchedule) -> dict:
+    spec = item.spec
+    return {"summary": item.summary, "groups": list(item.groups), "spec": spec.to_dict(),
+            "hyperparameters": spec.hyperparameters(), "budget_dependent": spec.budget_dependent,
+            "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
+
+
+# -- stopping --------------------------------------------------------------------------------
+class _Stop:
+    """Set by the first Ctrl-C; checked after each epoch by every running job."""
+
+    requested = False
+
+
+def _on_sigint(signum, frame) -> None:
+    if _Stop.requested:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+    _Stop.requested = True
+    if mp.parent_process() is None:  # the driver speaks; workers just stop
+        print("\nstopping after the current epoch (Ctrl-C again to stop now)", file=sys.stderr,
+              flush=True)
+
+
+def stop_requested() -> bool:
+    return _Stop.requested
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _worker(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str, queue):
+    def progress(event):
+        queue.put(event)
+
+    return runner.execute_job(job, item, profile, exp_dir, progress, stop_requested)
+
+
+# -- the grid --------------------------------------------------------------------------------
+def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *, jobs: int = 1,
+             executor: str = "local", address: str | None = None, shard_spec: str | None = None,
+             stream=None) -> int:
+    """Train every unfinished job of the grid; 0 if all ended, 1 if any run failed."""
+    stream = stream or sys.stderr
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    check_experiment(exp_dir, profile)
+    runner.load_data(profile, torch.device("cpu"))  # data errors surface before any training
+    cells = [(s.name, b, seed) for s in schedules for b in profile.budgets for seed in profile.seeds]
+    update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
+    write_baselines(exp_dir, profile)
+
+    all_jobs = plan_jobs(schedules, profile.budgets, profile.seeds)
+    todo = shard(all_jobs, shard_spec) if shard_spec else all_jobs
+    items = {s.name: s for s in schedules}
+    done_epochs = {}
+    for job in todo:
+        try:
+            status = RunDir(exp_dir / "runs" / job.key).read_status() or {}
+        except ValueError:
+            status = {}
+        done_epochs[job.key] = min(status.get("epochs_done", 0), job.epochs)
+
+    bar = Progress(todo, done_epochs, stream)
+    outcomes: list[runner.JobOutcome] = []
+
+    def finished(outcome: runner.JobOutcome) -> None:
+        outcomes.append(outcome)
+        for note in outcome.notes:
+            bar.message(f"note: {note}")
+        if outcome.status != "skipped":
+            tail = f" ({outcome.message})" if outcome.message else ""
+            bar.message(f"{outcome.status:9s} {outcome.key}: {outcome.epochs_done} epochs"
+                        f" in {outcome.seconds:.1f} s{tail}")
+        for problem in write_tables(exp_dir):
+            bar.message(f"note: {problem}")
+        bar.run_done(outcome.key)
+
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    _Stop.requested = False
+    try:
+        if executor == "ray":
+            from bench.ray_executor import run_on_ray
+
+            run_on_ray(todo, items, profile, exp_dir, address, bar.epoch, finished,
+                       stop_requested)
+        elif jobs <= 1:
+            for job in todo:
+                if stop_requested():
+                    break
+                finished(runner.execute_job(job, items[job.schedule], profile, str(exp_dir),
+                                            bar.epoch, stop_requested))
+        else:
+            _run_pool(todo, items, profile, exp_dir, jobs, bar, finished)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+
+    write_tables(exp_dir)
+    counts = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    pending = len(todo) - len(outcomes)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{len(todo)} runs: {summary or 'none'}"
+          + (f", {pending} not started" if pending else "")
+          + f"; tables in {exp_dir}/", file=stream)
+    if stop_requested():
+        print("stopped by Ctrl-C; run the same command again to resume", file=stream)
+        return 130
+    return 1 if counts.get("failed") else 0
+
+
+def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
+    threads = max(1, torch.get_num_threads() // jobs)
+    ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+    with ctx.Manager() as manager:
+        queue = manager.Queue()
+        pump_stop = threading.Event()
+
+        def pump():
+            while not pump_stop.is_set():
+                try:
+                    event = queue.get(timeout=0.2)
+                except Exception:
+                    continue
+                bar.epoch(event)
+
+        pumper = threading.Thread(target=pump, daemon=True)
+        pumper.start()
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            pending = {}
+            queue_jobs = list(todo)
+            while queue_jobs or pending:
+                while queue_jobs and len(pending) < jobs and not stop_requested():
+                    job = queue_jobs.pop(0)
+                    fut = pool.submit(_worker, job, items[job.schedule], profile,
+                                      str(exp_dir), queue)
+                    pending[fut] = job
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED, timeout=0.5)
+                for fut in done:
+                    job = pending.pop(fut)
+                    try:
+                        finished(fut.result())
+                    except Exception as exc:  # a worker process died
+                        finished(runner.JobOutcome(job.key, "failed", 0,
+                                                   f"worker process died: {exc}"))
+        pump_stop.set()
+        pumper.join()

@@ -1,0 +1,69 @@
+"""The grid of runs: schedules x budgets x seeds, folded into training jobs.
+
+A schedule whose lr path does not depend on the budget (Plateau, fixed milestones, constant,
+schedule-free) is trained once per seed to the longest budget; its shorter budgets are read
+off that run's prefix, which is exactly what a standalone shorter run would have recorded.
+A budget-dependent schedule (cosine, one-cycle, scaled milestones, WSD) gets one job per
+budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schedules import NamedSchedule
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run and the budgets that are read off it."""
+
+    schedule: str
+    seed: int
+    epochs: int
+    budgets: tuple[int, ...]
+    shared_prefix: bool
+
+    @property
+    def key(self) -> str:
+        """Folder of the run inside ``<experiment>/runs/``."""
+        if self.shared_prefix:
+            return f"{self.schedule}/seed{self.seed}"
+        return f"{self.schedule}/e{self.epochs}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        budgets = "/".join(map(str, self.budgets))
+        return f"{self.schedule} seed {self.seed} ({budgets} ep)"
+
+
+def plan_jobs(schedules: list[NamedSchedule], budgets: tuple[int, ...],
+              seeds: tuple[int, ...]) -> list[Job]:
+    """Jobs in a stable order: by seed, then schedule, then budget.
+
+    Seed-major order means an interrupted grid has complete schedule comparisons for the
+    first seeds rather than every seed of the first schedules.
+    """
+    budgets = tuple(sorted(budgets))
+    jobs = []
+    for seed in seeds:
+        for item in schedules:
+            if item.budget_dependent:
+                jobs += [Job(item.name, seed, b, (b,), False) for b in budgets]
+            else:
+                jobs.append(Job(item.name, seed, budgets[-1], budgets, True))
+    return jobs
+
+
+def shard(jobs: list[Job], spec: str) -> list[Job]:
+    """``"I/N"``: the I-th of N deterministic, disjoint slices of a job list (1-based).
+
+    Jobs are dealt round-robin so every shard gets a similar mix of long and short runs.
+    """
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like 'I/N', got {spec!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise ValueError(f"--shard {spec}: need 1 <= I <= N")
+    return jobs[i - 1::n]

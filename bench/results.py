@@ -1,0 +1,78 @@
+"""Reading an experiment folder back into tables for the report and the regression check."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import ConfigError
+from bench.tables import read_grid
+
+
+@dataclass
+class Results:
+    """Everything a report is made from; ``epochs``/``summary`` follow the results contract."""
+
+    name: str
+    epochs: pd.DataFrame
+    summary: pd.DataFrame
+    baselines: pd.DataFrame
+    schedules: dict[str, dict]               # name -> info recorded in grid.json
+    experiment: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    run_config: dict = field(default_factory=dict)
+
+    @property
+    def budgets(self) -> list[int]:
+        return sorted(int(b) for b in self.summary["budget"].unique())
+
+    @property
+    def schedule_order(self) -> list[str]:
+        """Schedules in the order they were registered, restricted to those present."""
+        present = set(self.summary["schedule"])
+        return [s for s in self.schedules if s in present]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(s) for s in self.summary["seed"].unique())
+
+    def finished(self) -> pd.DataFrame:
+        return self.summary[self.summary["status"] == "finished"]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run 'python -m bench run' first") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+
+
+def load_results(exp_dir: str | Path) -> Results:
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise ConfigError(f"{exp_dir}: no such experiment folder (see --results/--experiment)")
+    summary = _read_csv(exp_dir / "summary.csv")
+    epochs = _read_csv(exp_dir / "epochs.csv")
+    if summary.empty:
+        raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no runs")
+    baselines_path = exp_dir / "baselines.csv"
+    baselines = _read_csv(baselines_path) if baselines_path.exists() else pd.DataFrame()
+    grid = read_grid(exp_dir)
+    experiment = {}
+    if (exp_dir / "experiment.json").exists():
+        experiment = json.loads((exp_dir / "experiment.json").read_text())
+    environment, run_config = {}, {}
+    for cfg in sorted((exp_dir / "runs").glob("*/*/config.json")):
+        try:
+            run_config = json.loads(cfg.read_text())
+            environment = run_config.get("environment", {})
+            break
+        except (OSError, ValueError):
+            continue
+    return Results(exp_dir.name, epochs, summary, baselines, grid.get("schedules", {}),
+                   experiment, environment, run_config)

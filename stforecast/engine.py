@@ -1,0 +1,230 @@
+"""One training engine: a plain loop over epochs and batches.
+
+The engine is handed a model, an optimizer and a scheduler object and is told two facts about
+the scheduler: whether it steps once per optimizer step or once per epoch, and whether its
+``step`` takes the validation loss (``ReduceLROnPlateau``). It knows no schedule by name.
+
+Per epoch: shuffled training batches from the run's seed, masked MAE loss on the original
+scale, gradient clipping, optimizer step, then validation and test evaluation under
+``torch.inference_mode`` and one ``EpochRecord``. ``_advance_schedule`` is the only code
+that steps the scheduler.
+
+A run is reproducible on CPU: the shuffling generator and the global RNG (dropout) are part of
+``state_dict()``, so a run restored from a state continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from stforecast.metrics import HorizonMetrics, masked_mae
+from stforecast.windows import WindowedData
+
+StepUnit = Literal["epoch", "step"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the loop itself; the optimizer and schedule come from outside."""
+
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    grad_clip: float | None = 5.0       # max global gradient norm; None turns clipping off
+    divergence_factor: float = 100.0    # a train loss above this x the target's std is divergence
+    autocast: str | None = None         # None, or "bf16" / "fp16" for mixed precision on CUDA
+
+
+class Diverged(RuntimeError):
+    """The loss became non-finite or exploded; carries the epoch it happened in."""
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(f"training diverged at epoch {epoch} (train loss {loss})")
+        self.epoch, self.loss = epoch, loss
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch leaves behind. ``lr`` is the rate in effect at the epoch's first step."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    val: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    train_seconds: float
+    eval_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """Flat form: ``val_mae``, ``test_mae_h3``, ..."""
+        out = {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss}
+        out.update({f"val_{k}": v for k, v in self.val.items()})
+        out.update({f"test_{k}": v for k, v in self.test.items()})
+        out.update(seconds=self.seconds, train_seconds=self.train_seconds,
+                   eval_seconds=self.eval_seconds)
+        out.update(self.extra)
+        return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs that model initialisation and dropout draw from."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+class Trainer:
+    """Holds everything that changes during a run, so that it can be saved and restored."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 data: WindowedData, *, step_unit: StepUnit, needs_metric: bool, seed: int,
+                 config: TrainConfig | None = None) -> None:
+        if step_unit not in ("epoch", "step"):
+            raise ValueError(f"step_unit must be 'epoch' or 'step', got {step_unit!r}")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.data = data
+        self.step_unit, self.needs_metric = step_unit, needs_metric
+        self.config = config or TrainConfig()
+        self.device = data.device
+        self.epoch = 0  # the next epoch to run
+        self.records: list[EpochRecord] = []
+        self.generator = torch.Generator().manual_seed(seed)  # CPU: same order on any device
+        # Schedule-free optimizers keep two weight sequences and must be told which to use.
+        self._optimizer_modes = callable(getattr(optimizer, "eval", None))
+        self._loss_bound = self.config.divergence_factor * data.scaler.std
+        self._autocast_dtype = {None: None, "bf16": torch.bfloat16,
+                                "fp16": torch.float16}[self.config.autocast]
+
+    # -- the loop -----------------------------------------------------------------------
+    def run_epoch(self) -> EpochRecord:
+        """Train one epoch, evaluate, step an epoch-level schedule, return the record."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        lr = current_lr(self.optimizer)
+        self.model.train()
+        if self._optimizer_modes:
+            self.optimizer.train()
+        loss_sum = torch.zeros((), device=self.device)
+        steps = 0
+        for x, y in self.data.batches("train", self.config.batch_size, self.generator):
+            with self._autocast():
+                pred = self.data.scaler.inverse(self.model(x).float())
+            loss = masked_mae(pred, y, self.data.null_value)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self._advance_schedule("step")
+            loss_sum += loss.detach()
+            steps += 1
+        train_loss = float(loss_sum) / max(steps, 1)  # the one host sync of the epoch
+        _sync(self.device)
+        t1 = time.perf_counter()
+        if not math.isfinite(train_loss) or train_loss > self._loss_bound:
+            raise Diverged(self.epoch, train_loss)
+
+        val = self.evaluate("val")
+        test = self.evaluate("test")
+        if not math.isfinite(val["mae"]):
+            raise Diverged(self.epoch, val["mae"])
+        self._advance_schedule("epoch", val["mae"])
+        _sync(self.device)
+        t2 = time.perf_counter()
+        record = EpochRecord(self.epoch, lr, train_loss, val, test,
+                             seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+        self.records.append(record)
+        self.epoch += 1
+        return record
+
+    def _advance_schedule(self, unit: StepUnit, val_loss: float | None = None) -> None:
+        """The single place the scheduler is stepped."""
+        if unit != self.step_unit:
+            return
+        if self.needs_metric:
+            if val_loss is None:
+                raise ValueError("a metric-driven schedule must step per epoch")
+            self.scheduler.step(val_loss)
+        else:
+            self.scheduler.step()
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Masked metrics over all windows of a split, overall and per horizon."""
+        self.model.eval()
+        if self._optimizer_modes:
+            self.optimizer.eval()
+        acc = HorizonMetrics(self.data.split.output_len, self.data.null_value, self.device)
+        with torch.inference_mode():
+            for x, y in self.data.batches(split, self.config.eval_batch_size):
+                with self._autocast():
+                    pred = self.data.scaler.inverse(self.model(x).float())
+                acc.update(pred, y)
+        return acc.compute()
+
+    def fit(self, epochs: int, on_epoch=None) -> list[EpochRecord]:
+        """Run until ``epochs`` epochs are done; ``on_epoch(trainer, record)`` after each."""
+        while self.epoch < epochs:
+            record = self.run_epoch()
+            if on_epoch is not None:
+                on_epoch(self, record)
+        return self.records
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    # -- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, scheduler, RNGs, epoch."""
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "records": [asdict(r) for r in self.records],
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epoch = int(state["epoch"])
+        self.records = [EpochRecord(**r) for r in state["records"]]
