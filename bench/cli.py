@@ -25,6 +25,11 @@ REPORT_EXAMPLES = """examples:
   python -m bench report --results results --experiment default --out reports
 """
 
+PERF_EXAMPLES = """examples:
+  python -m bench perf --profile quick
+  python -m bench perf --profile default --jobs 2
+"""
+
 CHECK_EXAMPLES = """examples:
   python -m bench check --baseline bench/baselines/quick.csv --experiment quick
   python -m bench check --experiment quick --write-baseline bench/baselines/quick.csv
@@ -80,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--write-baseline", metavar="FILE", help="record the current results")
 
     sub.add_parser("list", help="list schedules, models, datasets and profiles")
+
+    perf = sub.add_parser("perf", help="time the grid against the naive reference",
+                          epilog=PERF_EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    perf.add_argument("--profile", default="quick", help="quick | default (default: quick)")
+    perf.add_argument("--schedules", default="all")
+    perf.add_argument("--seeds", type=int, help="first N seeds (default: the profile's)")
+    perf.add_argument("--jobs", type=int, default=2, help="the suite's --jobs (default 2)")
+    perf.add_argument("--out", default="reports", help="writes <out>/perf/<profile>.{json,md}")
     return parser
 
 
@@ -90,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from stforecast.datasets import DataError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -103,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "list":
             return cmd_list()
+        if args.command == "perf":
+            from bench.perf import cmd_perf
+
+            return cmd_perf(args)
     except (ConfigError, DataError, ScheduleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -151,7 +170,7 @@ def cmd_run(args) -> int:
     profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg)
-    validate_components(profile)
+    validate_components(profile, str(profile_path(args.profile)))
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":
         import torch

@@ -65,8 +65,17 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
-def convert(tp: Any, value: Any, key: str) -> Any:
-    """``value`` as type ``tp`` or ``ConfigError``; ``key`` is the dotted path for messages."""
+def _label(where: str, path: str) -> str:
+    return f"{where}: {path}" if where and path else (where or path)
+
+
+def convert(tp: Any, value: Any, where: str, path: str = "") -> Any:
+    """``value`` as type ``tp`` or ``ConfigError``.
+
+    ``where`` names the file (or flag) and ``path`` the dotted key inside it; messages read
+    ``file.yaml: train.batch_size: expected an integer, got 'big'``.
+    """
+    key = _label(where, path)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -76,12 +85,12 @@ def convert(tp: Any, value: Any, key: str) -> Any:
         errors = []
         for a in inner:
             try:
-                return convert(a, value, key)
+                return convert(a, value, where, path)
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
+        return from_dict(tp, value, where, path)
     if tp is Any:
         return value
     bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
@@ -115,7 +124,7 @@ def convert(tp: Any, value: Any, key: str) -> Any:
         (item,) = typing.get_args(tp)[:1]
         if not isinstance(value, (list, tuple)):
             raise bad
-        return tuple(convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(convert(item, v, where, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise bad
@@ -125,30 +134,32 @@ def convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} at {key}")
 
 
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
+def from_dict(cls: type, data: Any, where: str = "", path: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
 
-    A ``ValueError`` or ``TypeError`` from the dataclass's own ``__post_init__`` checks is
-    re-raised as ``ConfigError`` with ``where`` prefixed.
+    ``where`` names the source (a file) and ``path`` the dotted key of ``data`` inside it. A
+    ``ValueError`` or ``TypeError`` from the dataclass's own ``__post_init__`` checks is
+    re-raised as ``ConfigError`` with the location prefixed.
     """
+    here = _label(where, path) or cls.__name__
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{here}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
-    prefix = f"{where}." if where else ""
+    prefix = f"{path}." if path else ""
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key{suggest(str(key), list(fields))}; "
-                              f"allowed: {', '.join(fields)}")
-    kwargs = {k: convert(hints[k], v, f"{prefix}{k}") for k, v in data.items()}
+            raise ConfigError(f"{_label(where, f'{prefix}{key}')}: unknown key"
+                              f"{suggest(str(key), list(fields))}; allowed: {', '.join(fields)}")
+    kwargs = {k: convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+        raise ConfigError(f"{here}: {exc}") from None
 
 
 def to_dict(obj: Any) -> Any:

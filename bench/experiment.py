@@ -213,13 +213,13 @@ def validate_components(profile: Profile, where: str = "profile") -> None:
                                   f"'{ds.name}'{suggest(key, list(entry.options))}; options: "
                                   f"{', '.join(entry.options) or 'none'}")
             if key in hints:
-                convert(hints[key], value, f"{where}: dataset.options.{key}")
+                convert(hints[key], value, where, f"dataset.options.{key}")
     if profile.model.name not in model_names():
         raise ConfigError(f"{where}: model.name: unknown model '{profile.model.name}'"
                           f"{suggest(profile.model.name, model_names())}; known: "
                           f"{', '.join(model_names())}")
-    from_dict(get_model(profile.model.name).config_cls, profile.model.options,
-              f"{where}: model.options")
+    from_dict(get_model(profile.model.name).config_cls, profile.model.options, where,
+              "model.options")
 
 
 # -- schedules from files -----------------------------------------------------------------
@@ -240,8 +240,8 @@ def schedules_from_file(path: str | Path, registry: Registry) -> list[str]:
             raise ConfigError(f"{where}: kind: unknown kind {kind!r}"
                               f"{suggest(str(kind), list(KINDS))}; kinds: {', '.join(KINDS)}")
         summary = body.pop("summary", f"user schedule from {path.name}")
-        groups = convert(tuple[str, ...], body.pop("groups", []), f"{where}.groups")
-        spec = from_dict(KINDS[kind], body, where)
+        groups = convert(tuple[str, ...], body.pop("groups", []), str(path), f"{name}.groups")
+        spec = from_dict(KINDS[kind], body, str(path), str(name))
         try:
             registry.add(NamedSchedule(str(name), spec, str(summary), ("user", *groups)))
         except ScheduleError as exc:

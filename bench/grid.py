@@ -11,7 +11,9 @@ Ctrl-C twice: stop at once; the last completed epoch of every run is already on 
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -25,7 +27,14 @@ from bench.config import ConfigError, to_dict
 from bench.experiment import Profile
 from bench.plan import Job, plan_jobs, shard
 from bench.progress import Progress
-from bench.store import RunDir, atomic_write_json, atomic_write_text, read_json, rows_to_csv
+from bench.store import (
+    RunDir,
+    StoreError,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    rows_to_csv,
+)
 from bench.tables import update_grid, write_tables
 from schedules import NamedSchedule
 from stforecast.baselines import BASELINES, evaluate_baseline
@@ -70,6 +79,30 @@ def schedule_info(item: NamedSchedule) -> dict:
             "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
 
 
+class ExperimentLock:
+    """A blocking ``flock`` around read-modify-write of the experiment's shared files.
+
+    Several drivers may share an experiment folder; each run folder has one writer (its run
+    lock), and this lock serialises the few files they all update.
+    """
+
+    def __init__(self, exp_dir: Path) -> None:
+        self.path = exp_dir / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self):
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
 # -- stopping --------------------------------------------------------------------------------
 class _Stop:
     """Set by the first Ctrl-C; checked after each epoch by every running job."""
@@ -110,11 +143,15 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
     """Train every unfinished job of the grid; 0 if all ended, 1 if any run failed."""
     stream = stream or sys.stderr
     exp_dir = Path(exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create results folder {exp_dir}: {exc.strerror or exc}") from exc
     check_experiment(exp_dir, profile)
     runner.load_data(profile, torch.device("cpu"))  # data errors surface before any training
     cells = [(s.name, b, seed) for s in schedules for b in profile.budgets for seed in profile.seeds]
-    update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
+    with ExperimentLock(exp_dir):
+        update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
     write_baselines(exp_dir, profile)
 
     all_jobs = plan_jobs(schedules, profile.budgets, profile.seeds)
@@ -139,7 +176,9 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
             tail = f" ({outcome.message})" if outcome.message else ""
             bar.message(f"{outcome.status:9s} {outcome.key}: {outcome.epochs_done} epochs"
                         f" in {outcome.seconds:.1f} s{tail}")
-        for problem in write_tables(exp_dir):
+        with ExperimentLock(exp_dir):
+            problems = write_tables(exp_dir)
+        for problem in problems:
             bar.message(f"note: {problem}")
         bar.run_done(outcome.key)
 
@@ -163,7 +202,8 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         signal.signal(signal.SIGINT, previous)
         bar.close()
 
-    write_tables(exp_dir)
+    with ExperimentLock(exp_dir):
+        write_tables(exp_dir)
     counts = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -212,6 +252,8 @@ def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
                     job = pending.pop(fut)
                     try:
                         finished(fut.result())
+                    except StoreError:
+                        raise
                     except Exception as exc:  # a worker process died
                         finished(runner.JobOutcome(job.key, "failed", 0,
                                                    f"worker process died: {exc}"))

@@ -23,7 +23,7 @@ import torch
 from bench.config import to_dict
 from bench.experiment import Profile, config_hash
 from bench.plan import Job
-from bench.store import RunDir, atomic_torch_save, atomic_write_json
+from bench.store import RunDir, StoreError, atomic_torch_save, atomic_write_json
 from schedules import NamedSchedule
 from stforecast.datasets import load_dataset
 from stforecast.engine import Diverged, Trainer, TrainConfig, resolve_device, seed_everything
@@ -190,11 +190,17 @@ def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
         status = run.read_status()
         return JobOutcome(job.key, "skipped", status["epochs_done"], status.get("message", ""))
     lock = RunLock(run.lock)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError as exc:
+        raise StoreError(f"cannot write {run.lock}: {exc.strerror or exc}") from exc
+    if not acquired:
         return JobOutcome(job.key, "locked", 0, f"{run.root} is being trained by another process")
     try:
         return _train(job, item, profile, run, payload, digest, problem, notes, progress,
                       should_stop)
+    except StoreError:
+        raise  # a full disk or unwritable folder ends the grid, not just this run
     except Interrupted:
         status = run.read_status() or {}
         return JobOutcome(job.key, "interrupted", status.get("epochs_done", 0),

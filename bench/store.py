@@ -132,7 +132,8 @@ class RunDir:
         atomic_write_json(self.status, {"schema": SCHEMA_VERSION, **status})
 
     def write_records(self, rows: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.records, rows_to_csv(rows))
+        # A run that diverged in its first epoch still gets a header, so it reads as empty.
+        atomic_write_text(self.records, rows_to_csv(rows, None if rows else ["epoch", "lr"]))
 
     def read_records(self) -> list[dict[str, Any]]:
         """Rows of ``records.csv`` with numbers parsed; a damaged file raises ``ValueError``."""

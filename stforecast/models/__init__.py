@@ -1,6 +1,6 @@
 """Forecasting models, registered by name (``stid``, ``gwnet``, ``stgcn``)."""
 
-from stforecast.models import stid  # noqa: F401  (registers)
+from stforecast.models import gwnet, stgcn, stid  # noqa: F401  (registers)
 from stforecast.models.registry import (
     DataSpec,
     build_model,

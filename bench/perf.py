@@ -1,0 +1,284 @@
+"""``python -m bench perf``: the suite's grid against the naive reference, in one invocation.
+
+Both ways train the same cells (schedules x budgets x seeds of a profile) with the same
+arithmetic. The naive way (``bench.naive``) is one process per cell, windows materialised
+up front and fed through a ``DataLoader``, evaluation with autograd on, no reuse between
+budgets. The suite's way is ``bench run``: windows cut by index from resident tensors,
+evaluation under ``inference_mode``, budget-independent schedules trained once to the
+longest budget, optionally several runs at once.
+
+The two are interleaved seed by seed, so slow drifts of a noisy machine hit both alike; the
+result is reported as a ratio. Records of every cell are compared for identity. The memory
+of the data pipeline and the time of each part of an epoch are measured separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench.experiment import load_profile, profile_path, resolve_schedules
+from bench.report import md_table
+from bench.store import atomic_write_json, atomic_write_text
+
+COMPARED = ("lr", "val_mae", "test_mae", "test_mae_h3", "test_mae_h12", "test_rmse")
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+
+
+def _run_naive(profile: str, schedule: str, budget: int, seed: int, out: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench.naive", "--profile", profile,
+                           "--schedule", schedule, "--budget", str(budget), "--seed", str(seed),
+                           "--out", str(out)], env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"naive run {schedule}/{budget}/{seed} failed: {proc.stderr[-500:]}")
+    return time.perf_counter() - t0
+
+
+def _run_suite(profile: str, schedules: str, seed: int, results: Path, jobs: int) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", profile,
+                           "--schedules", schedules, "--seeds", str(seed), "--results",
+                           str(results), "--experiment", "perf", "--jobs", str(jobs)],
+                          env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"suite run failed: {proc.stderr[-500:]}")
+    return time.perf_counter() - t0
+
+
+def compare_records(naive: pd.DataFrame, suite: pd.DataFrame) -> tuple[bool, float]:
+    """Whether compared columns are identical, and the largest relative difference."""
+    worst = 0.0
+    for col in COMPARED:
+        a, b = naive[col].to_numpy(), suite[col].to_numpy()
+        if len(a) != len(b):
+            return False, float("inf")
+        denom = abs(b).clip(min=1e-12)
+        worst = max(worst, float((abs(a - b) / denom).max()))
+    return worst == 0.0, worst
+
+
+def grid_timing(profile_name: str, schedules: str, seeds: tuple[int, ...], jobs: int,
+                workdir: Path, log) -> dict:
+    profile = replace(load_profile(profile_name), schedules=schedules)
+    items = resolve_schedules(profile)
+    budgets = sorted(profile.budgets)
+    naive_s, suite_s = 0.0, 0.0
+    identical, cells, worst = 0, 0, 0.0
+    for seed in seeds:
+        seed_naive = 0.0
+        for item in items:
+            for b in budgets:
+                out = workdir / "naive" / f"{item.name}-{b}-{seed}.csv"
+                seed_naive += _run_naive(profile_name, item.name, b, seed, out)
+        seed_suite = _run_suite(profile_name, schedules, seed, workdir / "suite", jobs)
+        naive_s += seed_naive
+        suite_s += seed_suite
+        log(f"seed {seed}: naive {seed_naive:.1f} s, suite {seed_suite:.1f} s "
+            f"(ratio {seed_suite / seed_naive:.3f})")
+    epochs = pd.read_csv(workdir / "suite" / "perf" / "epochs.csv")
+    for seed in seeds:
+        for item in items:
+            for b in budgets:
+                naive = pd.read_csv(workdir / "naive" / f"{item.name}-{b}-{seed}.csv")
+                suite = epochs[(epochs["schedule"] == item.name) & (epochs["budget"] == b)
+                               & (epochs["seed"] == seed)].reset_index(drop=True)
+                same, diff = compare_records(naive, suite)
+                identical += same
+                cells += 1
+                worst = max(worst, diff)
+    naive_epochs = len(seeds) * sum(b for _ in items for b in budgets)
+    suite_epochs = len(seeds) * sum((sum(budgets) if i.budget_dependent else max(budgets))
+                                    for i in items)
+    return {"naive_seconds": naive_s, "suite_seconds": suite_s, "ratio": suite_s / naive_s,
+            "cells": cells, "identical_cells": identical, "max_relative_difference": worst,
+            "naive_epochs": naive_epochs, "suite_epochs": suite_epochs,
+            "schedules": [i.name for i in items], "budgets": budgets, "seeds": list(seeds),
+            "jobs": jobs}
+
+
+MEMORY_PROBE = """
+import resource, sys, numpy as np, torch
+from stforecast.datasets import load_dataset
+from stforecast.windows import WindowedData
+from bench.naive import materialise
+ds = load_dataset("synthetic-la", options={"nodes": 207, "days": 119, "seed": 0})
+torch.set_num_threads(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = WindowedData(ds)
+if sys.argv[1] == "materialised":
+    arrays = {s: materialise(data, s) for s in ("train", "val", "test")}
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, ds.num_steps, ds.num_nodes)
+"""
+
+
+def pipeline_memory() -> dict:
+    """Peak resident memory added by the data pipeline at full METR-LA size, both ways."""
+    out = {}
+    for way in ("indexed", "materialised"):
+        proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, way], env=_env(),
+                              capture_output=True, text=True, check=True)
+        nbytes, steps, nodes = proc.stdout.split()
+        out[way] = int(nbytes)
+    out.update(steps=int(steps), nodes=int(nodes), ratio=out["indexed"] / out["materialised"])
+    return out
+
+
+def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
+    """Seconds per epoch in data, forward, backward, optimizer, evaluation and I/O."""
+    from bench.runner import load_data
+    from bench.store import RunDir, atomic_torch_save
+    from schedules import BUILTIN
+    from stforecast.engine import Trainer, TrainConfig, resolve_device, seed_everything
+    from stforecast.metrics import masked_mae
+    from stforecast.models import DataSpec, build_model
+    from bench.config import to_dict
+
+    profile = load_profile(profile_name)
+    device = resolve_device(profile.device)
+    data = load_data(profile, device)
+    spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency,
+                    steps_per_day=1440 // data.dataset.interval_minutes)
+    seed_everything(0)
+    model = build_model(profile.model.name, spec, profile.model.options).to(device)
+    item = BUILTIN.get(schedule)
+    opt = item.spec.make_optimizer(model.parameters())
+    sched = item.spec.build(opt, 10, 1)
+    tr = Trainer(model, opt, sched, data, step_unit="epoch", needs_metric=False, seed=0,
+                 config=TrainConfig(**to_dict(profile.train)))
+    tr.run_epoch()  # warm-up
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    parts = dict.fromkeys(("data", "forward", "backward", "optimizer", "evaluation", "io"), 0.0)
+    g = torch.Generator().manual_seed(1)
+    starts = data.starts["train"][torch.randperm(data.num_windows("train"), generator=g)]
+    bs = profile.train.batch_size
+    model.train()
+    for i in range(0, len(starts), bs):
+        t0 = time.perf_counter()
+        x, y = data.batch(starts[i:i + bs])
+        sync()
+        t1 = time.perf_counter()
+        loss = masked_mae(data.scaler.inverse(model(x)), y, data.null_value)
+        sync()
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sync()
+        t3 = time.perf_counter()
+        if profile.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), profile.train.grad_clip)
+        opt.step()
+        sync()
+        t4 = time.perf_counter()
+        parts["data"] += t1 - t0
+        parts["forward"] += t2 - t1
+        parts["backward"] += t3 - t2
+        parts["optimizer"] += t4 - t3
+    t0 = time.perf_counter()
+    tr.evaluate("val")
+    tr.evaluate("test")
+    sync()
+    parts["evaluation"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp))
+        t0 = time.perf_counter()
+        atomic_torch_save(run.checkpoint, tr.state_dict())
+        run.write_records([r.row() for r in tr.records])
+        run.write_status(status="running", epochs_done=1)
+        parts["io"] = time.perf_counter() - t0
+    total = sum(parts.values())
+    return {"seconds": parts, "total": total, "model": profile.model.name,
+            "device": str(device), "threads": torch.get_num_threads(),
+            "steps": -(-len(starts) // bs)}
+
+
+def render(result: dict) -> str:
+    g, m, b = result["grid"], result["memory"], result["breakdown"]
+    rows = [
+        ["naive reference (process per cell, materialised windows, DataLoader, autograd eval, "
+         "no budget reuse)", f"{g['naive_seconds']:.1f}", str(g["naive_epochs"]), "1.000"],
+        [f"suite (`bench run`, --jobs {g['jobs']})", f"{g['suite_seconds']:.1f}",
+         str(g["suite_epochs"]), f"{g['ratio']:.3f}"],
+    ]
+    parts = [[k, f"{v * 1000:.1f}", f"{100 * v / b['total']:.1f} %"]
+             for k, v in b["seconds"].items()]
+    return "\n".join([
+        f"# Performance: profile `{result['profile']}`",
+        "",
+        f"Measured by `{result['command']}` on {result['machine']} "
+        f"({result['cpu_count']} CPUs, torch {result['torch']}), {result['date']}.",
+        "",
+        "## Whole grid, wall time",
+        "",
+        md_table(["way", "seconds", "epochs trained", "ratio"], rows),
+        "",
+        f"Schedules {', '.join(g['schedules'])}; budgets {g['budgets']}; seeds {g['seeds']}. "
+        f"Records identical in {g['identical_cells']} of {g['cells']} cells "
+        f"(largest relative difference {g['max_relative_difference']:.2e}).",
+        "",
+        "## Data pipeline memory at full METR-LA size",
+        "",
+        md_table(["pipeline", "peak MB"], [
+            ["windows cut by index (suite)", f"{m['indexed'] / 2**20:.0f}"],
+            ["windows materialised (naive)", f"{m['materialised'] / 2**20:.0f}"]]),
+        "",
+        f"{m['steps']} steps × {m['nodes']} sensors; ratio {m['ratio']:.3f}.",
+        "",
+        f"## Where an epoch's time goes ({b['model']}, {b['device']}, {b['threads']} threads, "
+        f"{b['steps']} steps)",
+        "",
+        md_table(["part", "ms / epoch", "share"], parts),
+        "",
+        "## Ratios",
+        "",
+        f"- whole-grid wall time, suite / naive: **{g['ratio']:.3f}**",
+        f"- data-pipeline peak memory, indexed / materialised: **{m['ratio']:.3f}**",
+        "",
+    ])
+
+
+def cmd_perf(args) -> int:
+    profile_name = args.profile
+    profile = load_profile(profile_name)
+    seeds = profile.seeds if args.seeds is None else tuple(range(args.seeds))
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"grid: profile {profile_name}, schedules {args.schedules}, seeds {list(seeds)}")
+        grid = grid_timing(str(profile_path(profile_name)), args.schedules, seeds, args.jobs,
+                           Path(tmp), log)
+    log("memory: data pipeline at full METR-LA size")
+    memory = pipeline_memory()
+    log("breakdown: one epoch")
+    breakdown = epoch_breakdown(str(profile_path(profile_name)))
+    result = {
+        "profile": profile_name, "grid": grid, "memory": memory, "breakdown": breakdown,
+        "command": "python -m bench perf " + " ".join(args.argv),
+        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    out = Path(args.out) / "perf"
+    text = render(result)
+    atomic_write_json(out / f"{profile_name}.json", result)
+    atomic_write_text(out / f"{profile_name}.md", text)
+    print(text)
+    return 0
