@@ -28,6 +28,7 @@ REPORT_EXAMPLES = """examples:
 PERF_EXAMPLES = """examples:
   python -m bench perf --profile quick
   python -m bench perf --profile default --jobs 2
+  python -m bench perf --models --dataset los-loop --data-dir ../shared/data
 """
 
 CHECK_EXAMPLES = """examples:
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "epochs, batch_size) run as given")
     run.add_argument("--schedule-file", action="append", default=[], metavar="FILE",
                      help="YAML file adding schedules (repeatable)")
-    run.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
+    run.add_argument("--jobs", type=int,
+                     help="runs at once, in worker processes that split the CPU threads "
+                          "(default: the profile's)")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--address", help="Ray cluster address (with --executor ray)")
     run.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid")
@@ -94,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--seeds", type=int, help="first N seeds (default: the profile's)")
     perf.add_argument("--jobs", type=int, default=2, help="the suite's --jobs (default 2)")
     perf.add_argument("--out", default="reports", help="writes <out>/perf/<profile>.{json,md}")
+    perf.add_argument("--models", action="store_true",
+                      help="instead: parameters and seconds per epoch of every model")
+    perf.add_argument("--dataset", default="synthetic-la",
+                      help="with --models (default: synthetic-la, 207 sensors, 7 days)")
+    perf.add_argument("--data-dir")
+    perf.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     return parser
 
 
@@ -148,7 +157,7 @@ def cmd_run(args) -> int:
     from bench.grid import run_grid
     from schedules import BUILTIN
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.shard:
         from bench.plan import shard
@@ -169,7 +178,8 @@ def cmd_run(args) -> int:
             batch_arg = note.batch_size
     profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
-                              data_dir=args.data_dir, device=args.device, batch_size=batch_arg)
+                              data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
+                              jobs=args.jobs)
     validate_components(profile, str(profile_path(args.profile)))
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":
@@ -186,7 +196,7 @@ def cmd_run(args) -> int:
     print(f"experiment '{experiment}': {len(schedules)} schedules x budgets "
           f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name}, "
           f"dataset {profile.dataset.name} -> {exp_dir}/", file=sys.stderr)
-    return run_grid(profile, schedules, exp_dir, jobs=args.jobs, executor=args.executor,
+    return run_grid(profile, schedules, exp_dir, jobs=profile.jobs, executor=args.executor,
                     address=args.address, shard_spec=args.shard)
 
 

@@ -8,8 +8,8 @@ dataset is loaded or a tensor allocated, so that a typo costs a second, not an h
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import os
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,10 +83,23 @@ class Profile:
     budgets: tuple[int, ...] = (30, 60, 100)
     seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "auto"
+    jobs: int = 1  # runs trained at once, each in its own process
+    # CPU threads per run; None shares the machine's cores among the jobs. Float reductions
+    # depend on the thread count, so fixing it makes records identical across --jobs values.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         check_budgets(self.budgets)
         check_seeds(self.seeds)
+        if not (1 <= self.jobs <= 256):
+            raise ValueError(f"jobs must be in [1, 256], got {self.jobs}")
+        if self.threads is not None and not (1 <= self.threads <= 1024):
+            raise ValueError(f"threads must be in [1, 1024] or null, got {self.threads}")
+
+    def threads_per_run(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.jobs)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -168,7 +181,7 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
                     budgets: str | None = None, seeds: str | None = None,
                     model: str | None = None, dataset: str | None = None,
                     data_dir: str | None = None, device: str | None = None,
-                    batch_size: int | None = None) -> Profile:
+                    batch_size: int | None = None, jobs: int | None = None) -> Profile:
     changes: dict[str, Any] = {}
     try:
         if schedules is not None:
@@ -188,6 +201,8 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
             changes["dataset"] = replace(base, data_dir=data_dir)
         if batch_size is not None:
             changes["train"] = replace(profile.train, batch_size=batch_size)
+        if jobs is not None:
+            changes["jobs"] = jobs
         return replace(profile, **changes)
     except ValueError as exc:
         if isinstance(exc, ConfigError):
@@ -336,9 +351,3 @@ def config_hash(payload: dict) -> str:
 
 def profile_dict(profile: Profile) -> dict:
     return to_dict(profile)
-
-
-def load_signature_defaults(fn) -> dict:
-    """Defaults of a loader's keyword options, for recording the resolved dataset."""
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}

@@ -5,8 +5,9 @@ with ``--jobs N`` in N worker processes that divide the threads among them; ``ra
 them to a Ray cluster (``bench.ray_executor``). All of them call ``runner.execute_job``, so
 results, skip-and-resume and locking behave the same everywhere.
 
-Ctrl-C once: every running job finishes its current epoch, saves, and the grid stops.
-Ctrl-C twice: stop at once; the last completed epoch of every run is already on disk.
+Ctrl-C (or SIGTERM, as a cluster sends on pre-emption) once: every running job finishes its
+current epoch, saves, and the grid stops. Twice: stop at once; the last completed epoch of
+every run is already on disk. Worker processes die with the driver.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from stforecast.baselines import BASELINES, evaluate_baseline
 
 def check_experiment(exp_dir: Path, profile: Profile) -> None:
     """Refuse to mix runs of different datasets, models or training settings in one folder."""
-    fixed = {"dataset": to_dict(profile.dataset), "model": to_dict(profile.model),
+    fixed = {"dataset": runner.dataset_identity(profile), "model": to_dict(profile.model),
              "train": to_dict(profile.train)}
     path = exp_dir / "experiment.json"
     if path.exists():
@@ -120,20 +122,47 @@ def _on_sigint(signum, frame) -> None:
               flush=True)
 
 
+_STOP_EVENT = None  # shared by the driver and its worker processes (``--jobs N``)
+
+
 def stop_requested() -> bool:
-    return _Stop.requested
+    if _Stop.requested:
+        return True
+    return _STOP_EVENT is not None and _STOP_EVENT.is_set()
 
 
-def _init_worker(threads: int) -> None:
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the driver dies, so no orphan trains on alone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+_EVENTS = None  # the worker's end of the progress queue, set by _init_worker
+
+
+def _init_worker(threads: int, events, stop_event) -> None:
+    global _EVENTS, _STOP_EVENT
+    _EVENTS, _STOP_EVENT = events, stop_event
+    _die_with_parent()
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigint)
 
 
-def _worker(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str, queue):
-    def progress(event):
-        queue.put(event)
-
-    return runner.execute_job(job, item, profile, exp_dir, progress, stop_requested)
+def _worker(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str):
+    return runner.execute_job(job, item, profile, exp_dir, _EVENTS.put, stop_requested)
 
 
 # -- the grid --------------------------------------------------------------------------------
@@ -182,7 +211,9 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
             bar.message(f"note: {problem}")
         bar.run_done(outcome.key)
 
+    torch.set_num_threads(profile.threads_per_run())
     previous = signal.signal(signal.SIGINT, _on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, _on_sigint)  # pre-emption: save and stop
     _Stop.requested = False
     try:
         if executor == "ray":
@@ -200,6 +231,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
             _run_pool(todo, items, profile, exp_dir, jobs, bar, finished)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
         bar.close()
 
     with ExperimentLock(exp_dir):
@@ -219,34 +251,39 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
 
 
 def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
-    threads = max(1, torch.get_num_threads() // jobs)
+    global _STOP_EVENT
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ctx.Manager() as manager:
-        queue = manager.Queue()
-        pump_stop = threading.Event()
+    events = ctx.Queue()
+    # A signal handler only sets a flag; the loop below passes it on to the workers, which
+    # may not have received the signal themselves (SIGTERM sent to the driver alone).
+    stop_event = _STOP_EVENT = ctx.Event()
+    pump_stop = threading.Event()
 
-        def pump():
-            while not pump_stop.is_set():
-                try:
-                    event = queue.get(timeout=0.2)
-                except Exception:
-                    continue
-                bar.epoch(event)
+    def pump():
+        while not pump_stop.is_set():
+            try:
+                event = events.get(timeout=0.2)
+            except Exception:
+                continue
+            bar.epoch(event)
 
-        pumper = threading.Thread(target=pump, daemon=True)
-        pumper.start()
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    try:
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(profile.threads_per_run(), events,
+                                           stop_event)) as pool:
             pending = {}
-            queue_jobs = list(todo)
-            while queue_jobs or pending:
-                while queue_jobs and len(pending) < jobs and not stop_requested():
-                    job = queue_jobs.pop(0)
-                    fut = pool.submit(_worker, job, items[job.schedule], profile,
-                                      str(exp_dir), queue)
-                    pending[fut] = job
+            waiting = list(todo)
+            while waiting or pending:
+                while waiting and len(pending) < jobs and not stop_requested():
+                    job = waiting.pop(0)
+                    pending[pool.submit(_worker, job, items[job.schedule], profile,
+                                        str(exp_dir))] = job
                 if not pending:
                     break
+                if _Stop.requested and not stop_event.is_set():
+                    stop_event.set()
                 done, _ = wait(pending, return_when=FIRST_COMPLETED, timeout=0.5)
                 for fut in done:
                     job = pending.pop(fut)
@@ -257,5 +294,7 @@ def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
                     except Exception as exc:  # a worker process died
                         finished(runner.JobOutcome(job.key, "failed", 0,
                                                    f"worker process died: {exc}"))
+    finally:
         pump_stop.set()
         pumper.join()
+        _STOP_EVENT = None

@@ -82,12 +82,14 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
         if hasattr(optimizer, "train"):
             optimizer.train()
         losses = []
+        lr_end = lr
         for x, y in train_loader:
             loss = masked_mae(data.scaler.inverse(model(x)), y, data.null_value)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            lr_end = optimizer.param_groups[0]["lr"]
             optimizer.step()
             if item.spec.step_unit == "step":
                 scheduler.step()
@@ -98,7 +100,8 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
         test = evaluate(model, test_loader, data, split.output_len)
         if item.spec.step_unit == "epoch":
             scheduler.step(val["mae"]) if item.spec.needs_metric else scheduler.step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": float(np.sum(losses)) / len(losses)}
+        row = {"epoch": epoch, "lr": lr, "lr_end": lr_end,
+               "train_loss": float(np.sum(losses)) / len(losses)}
         row.update({f"val_{k}": v for k, v in val.items()})
         row.update({f"test_{k}": v for k, v in test.items()})
         rows.append(row)

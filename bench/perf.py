@@ -211,6 +211,39 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
             "steps": -(-len(starts) // bs)}
 
 
+def model_speed(dataset: str, options: dict, data_dir: str | None, epochs: int = 2,
+                device: str = "cpu") -> list[dict]:
+    """Parameters and seconds per training epoch / evaluation pass of every registered model."""
+    from schedules import BUILTIN
+    from stforecast.datasets import load_dataset
+    from stforecast.engine import Trainer, resolve_device, seed_everything
+    from stforecast.models import DataSpec, build_model, count_parameters, model_names
+    from stforecast.windows import WindowedData
+
+    dev = resolve_device(device)
+    ds = load_dataset(dataset, data_dir, options)
+    data = WindowedData(ds, device=dev)
+    spec = DataSpec(num_nodes=ds.num_nodes, adjacency=ds.adjacency,
+                    steps_per_day=1440 // ds.interval_minutes)
+    rows = []
+    for name in model_names():
+        seed_everything(0)
+        model = build_model(name, spec).to(dev)
+        item = BUILTIN.get("constant")
+        opt = item.spec.make_optimizer(model.parameters())
+        tr = Trainer(model, opt, item.spec.build(opt, epochs + 1, 1), data, step_unit="epoch",
+                     needs_metric=False, seed=0)
+        tr.run_epoch()  # warm-up (allocations, first-call overheads)
+        recs = [tr.run_epoch() for _ in range(epochs)]
+        rows.append({"model": name, "parameters": count_parameters(model),
+                     "train_seconds": sum(r.train_seconds for r in recs) / epochs,
+                     "eval_seconds": sum(r.eval_seconds for r in recs) / epochs,
+                     "windows": data.num_windows("train"), "nodes": ds.num_nodes,
+                     "threads": torch.get_num_threads(), "device": str(dev),
+                     "test_mae_after_warmup": recs[-1].test["mae"]})
+    return rows
+
+
 def render(result: dict) -> str:
     g, m, b = result["grid"], result["memory"], result["breakdown"]
     rows = [
@@ -257,6 +290,24 @@ def render(result: dict) -> str:
 
 
 def cmd_perf(args) -> int:
+    if args.models:
+        rows = model_speed(args.dataset, {"nodes": 207, "days": 7, "seed": 0}
+                           if args.dataset == "synthetic-la" else {}, args.data_dir,
+                           device=args.device)
+        table = md_table(
+            ["model", "parameters", "train s / epoch", "eval s / epoch", "train windows",
+             "sensors", "threads"],
+            [[r["model"], f"{r['parameters']:,}", f"{r['train_seconds']:.2f}",
+              f"{r['eval_seconds']:.2f}", str(r["windows"]), str(r["nodes"]), str(r["threads"])]
+             for r in rows])
+        print(table)
+        out = Path(args.out) / "perf"
+        atomic_write_json(out / "models.json", rows)
+        atomic_write_text(out / "models.md", f"Measured by `python -m bench perf "
+                          f"{' '.join(args.argv)}`, {time.strftime('%Y-%m-%d')}, "
+                          f"{platform.processor() or platform.machine()}, "
+                          f"torch {torch.__version__}.\n\n{table}\n")
+        return 0
     profile_name = args.profile
     profile = load_profile(profile_name)
     seeds = profile.seeds if args.seeds is None else tuple(range(args.seeds))

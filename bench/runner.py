@@ -63,13 +63,18 @@ def run_payload(profile: Profile, item: NamedSchedule, job: Job) -> dict[str, An
     budget continues the same lr path.
     """
     return {
-        "dataset": to_dict(profile.dataset),
+        "dataset": dataset_identity(profile),
         "model": to_dict(profile.model),
         "train": to_dict(profile.train),
         "schedule": {"name": item.name, **item.spec.to_dict()},
         "seed": job.seed,
         "epochs": None if job.shared_prefix else job.epochs,
     }
+
+
+def dataset_identity(profile: Profile) -> dict[str, Any]:
+    """The dataset settings that decide the data; where the files live does not."""
+    return {k: v for k, v in to_dict(profile.dataset).items() if k != "data_dir"}
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -131,7 +131,7 @@ BUILTIN = Registry([
                   "ablation: the proposal's MultiStepLR with the original lr and no wd",
                   ("ablation",)),
     NamedSchedule("onecycle", OneCycle(lr=2e-3, weight_decay=5e-4),
-                  "OneCycleLR: cosine up to 2e-3 over 30 % of steps, then down to 8e-8"),
+                  "OneCycleLR: cosine up to 2e-3 over 30 % of steps, then down to 8e-9"),
     NamedSchedule("wsd", WarmupStableDecay(lr=1e-3, weight_decay=5e-4),
                   "warmup-stable-decay: 5-epoch warmup, constant, linear decay over last 20 %"),
     NamedSchedule("linear_decay", WarmupStableDecay(lr=1e-3, weight_decay=5e-4,

@@ -51,10 +51,15 @@ class Diverged(RuntimeError):
 
 @dataclass
 class EpochRecord:
-    """What one epoch leaves behind. ``lr`` is the rate in effect at the epoch's first step."""
+    """What one epoch leaves behind.
+
+    ``lr`` is the rate in effect at the epoch's first optimizer step, ``lr_end`` at its last;
+    they differ only for schedules stepped per optimizer step.
+    """
 
     epoch: int
     lr: float
+    lr_end: float
     train_loss: float
     val: dict[str, float]
     test: dict[str, float]
@@ -65,7 +70,8 @@ class EpochRecord:
 
     def row(self) -> dict[str, Any]:
         """Flat form: ``val_mae``, ``test_mae_h3``, ..."""
-        out = {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss}
+        out = {"epoch": self.epoch, "lr": self.lr, "lr_end": self.lr_end,
+               "train_loss": self.train_loss}
         out.update({f"val_{k}": v for k, v in self.val.items()})
         out.update({f"test_{k}": v for k, v in self.test.items()})
         out.update(seconds=self.seconds, train_seconds=self.train_seconds,
@@ -132,6 +138,7 @@ class Trainer:
             self.optimizer.train()
         loss_sum = torch.zeros((), device=self.device)
         steps = 0
+        lr_end = lr
         for x, y in self.data.batches("train", self.config.batch_size, self.generator):
             with self._autocast():
                 pred = self.data.scaler.inverse(self.model(x).float())
@@ -140,6 +147,7 @@ class Trainer:
             loss.backward()
             if self.config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            lr_end = current_lr(self.optimizer)
             self.optimizer.step()
             self._advance_schedule("step")
             loss_sum += loss.detach()
@@ -157,7 +165,7 @@ class Trainer:
         self._advance_schedule("epoch", val["mae"])
         _sync(self.device)
         t2 = time.perf_counter()
-        record = EpochRecord(self.epoch, lr, train_loss, val, test,
+        record = EpochRecord(self.epoch, lr, lr_end, train_loss, val, test,
                              seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1)
         self.records.append(record)
         self.epoch += 1

@@ -50,7 +50,7 @@ def masked_mape(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.
 class HorizonMetrics:
     """Accumulates masked sums per output step over many batches of ``[B, L, N, 1]``.
 
-    Sums stay on the device and in float64 so that a long evaluation adds no host
+    Sums stay on the device and accumulate in float64 so that a long evaluation adds no host
     synchronisation and no float32 drift; ``compute()`` reads them once.
     """
 
@@ -60,16 +60,14 @@ class HorizonMetrics:
         self.sums = torch.zeros(5, output_len, dtype=torch.float64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred, target = pred.double(), target.double()
         mask = null_mask(target, self.null_value)
         pmask = mask & (target != 0)
-        err = torch.where(mask, pred - target, torch.zeros_like(pred))
-        safe = torch.where(pmask, target, torch.ones_like(target))
-        pct = torch.where(pmask, (err / safe).abs(), torch.zeros_like(pred))
-        dims = (0, 2, 3)  # reduce batch, nodes, features; keep time
+        err = torch.where(mask, pred - target, 0.0)
+        pct = torch.where(pmask, err / target, 0.0).abs()  # 0/0 entries are masked out
+        dims, f64 = (0, 2, 3), torch.float64  # reduce batch, nodes, features; keep time
         self.sums += torch.stack([
-            err.abs().sum(dims), err.square().sum(dims), pct.sum(dims),
-            mask.sum(dims).double(), pmask.sum(dims).double(),
+            err.abs().sum(dims, dtype=f64), err.square().sum(dims, dtype=f64),
+            pct.sum(dims, dtype=f64), mask.sum(dims, dtype=f64), pmask.sum(dims, dtype=f64),
         ])
 
     def compute(self, horizons: tuple[int, ...] = HORIZONS) -> dict[str, float]:

@@ -215,3 +215,17 @@ def test_unwritable_results_folder(profile, tmp_path, capsys):
     code = main(["run", "--profile", str(profile), "--results", str(blocker / "results")])
     err = capsys.readouterr().err
     assert code == 2 and "cannot" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_alone_stops_worker_processes(profile, tmp_path, reference):
+    results = tmp_path / "term"
+    status = results / "tiny/runs/plateau/seed0/status.json"
+    proc = start(command(profile, results, "--jobs", "2"))
+    wait_for_epochs(status, 2, proc)
+    proc.send_signal(signal.SIGTERM)  # as a cluster does on pre-emption; workers get nothing
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert json.loads(status.read_text())["epochs_done"] < 12
+    assert main(["run", "--profile", str(profile), "--results", str(results)]) == 0
+    assert metrics_only(read(results / "tiny/epochs.csv")) == reference

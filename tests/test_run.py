@@ -134,3 +134,18 @@ def test_list_names_every_component(capsys):
     for name in ("plateau", "multistep", "warmup_cosine", "schedulefree", "stid", "gwnet",
                  "stgcn", "synthetic-la", "los-loop", "metr-la", "quick", "default"):
         assert name in out
+
+
+def test_epochs_csv_shows_each_schedules_lr_path(profile, tmp_path):
+    assert run(profile, tmp_path / "r", "--seeds", "1") == 0
+    rows = read(tmp_path / "r/tiny/epochs.csv")
+    for budget in (6, 8):
+        wc = [r for r in rows if r["schedule"] == "warmup_cosine" and r["budget"] == str(budget)]
+        lrs = [float(r["lr"]) for r in wc]
+        assert lrs[0] == pytest.approx(1e-5)
+        assert all(a < b for a, b in zip(lrs[:5], lrs[1:6]))  # rises over the 5-epoch warmup
+        assert lrs[5] == pytest.approx(1e-3)
+        assert float(wc[-1]["lr_end"]) == pytest.approx(1e-5)  # floor at the budget's last step
+        ms = [float(r["lr"]) for r in rows
+              if r["schedule"] == "multistep" and r["budget"] == str(budget)]
+        assert ms == [1e-3] * budget  # milestones at 30/60/90 lie outside these budgets

@@ -677,5 +677,5 @@ register_dataset(DatasetEntry(
             "~8% missing (no download)",
     load=generate,
     files=(),
-    options=("nodes", "days", "seed"),
+    options=("nodes", "days", "seed", "start", "missing_share"),
 ))

@@ -1,0 +1,85 @@
+"""``--executor ray``: each job of the grid becomes a Ray task.
+
+A task calls the same ``runner.execute_job`` as the local executor, so skip-and-resume,
+per-run locks and atomic files behave identically. Workers write their run folders
+directly into the experiment folder, which must therefore be on a filesystem every node
+mounts at the same path (the usual shared home or scratch of a Slurm cluster); the driver
+only reads run folders back to rebuild ``epochs.csv`` and ``summary.csv``, so it never
+writes a half-finished record.
+
+A task whose worker dies (killed, out of memory, node lost) is retried by Ray
+(``max_retries``); the retry takes the run's lock, which the dead holder no longer has,
+and resumes from the last checkpoint written, ending with the records an uninterrupted run
+would have had. With no ``--address`` a local Ray instance is started, sized to this
+machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench import runner
+from bench.config import ConfigError
+
+TASK_RETRIES = 3
+
+
+def _task(job, item, profile, exp_dir, threads, queue):
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def progress(event):
+        try:
+            queue.put_nowait(event)
+        except Exception:  # progress is best effort; a full or gone queue must not stop work
+            pass
+
+    return runner.execute_job(job, item, profile, exp_dir, progress)
+
+
+def run_on_ray(todo, items, profile, exp_dir, address, on_epoch, finished, stop_requested,
+               poll_seconds: float = 0.2) -> None:
+    """Submit every job, then report epochs and finished jobs as they arrive."""
+    try:
+        import ray
+        from ray.util.queue import Queue
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'stbench[ray]'") from None
+
+    threads = profile.threads_per_run()
+    gpus = 1 if profile.device.startswith("cuda") else 0
+    started_here = not ray.is_initialized()
+    if started_here:
+        # Workers import the project from the driver's working tree.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {"env_vars": {"PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+        ray.init(address=address, runtime_env=env, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        queue = Queue(maxsize=10_000)
+        task = ray.remote(_task).options(num_cpus=threads, num_gpus=gpus,
+                                         max_retries=TASK_RETRIES, retry_exceptions=False)
+        pending = {task.remote(job, items[job.schedule], profile, str(exp_dir), threads, queue):
+                   job for job in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
+            while not queue.empty():
+                on_epoch(queue.get_nowait())
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    finished(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    finished(runner.JobOutcome(job.key, "failed", 0,
+                                               f"Ray task failed after {TASK_RETRIES} retries: "
+                                               f"{type(exc).__name__}"))
+            if stop_requested():
+                for ref in pending:
+                    ray.cancel(ref)
+                time.sleep(poll_seconds)
+                break
+    finally:
+        if started_here:
+            ray.shutdown()
