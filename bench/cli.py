@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int,
                      help="runs at once, in worker processes that split the CPU threads "
                           "(default: the profile's)")
+    run.add_argument("--fuse", type=int, metavar="K",
+                     help="train K runs of equal length at once, stacked with vmap (for GPUs)")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--address", help="Ray cluster address (with --executor ray)")
     run.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid")
@@ -179,7 +181,7 @@ def cmd_run(args) -> int:
     profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
-                              jobs=args.jobs)
+                              jobs=args.jobs, fuse=args.fuse)
     validate_components(profile, str(profile_path(args.profile)))
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":

@@ -87,12 +87,17 @@ class Profile:
     # CPU threads per run; None shares the machine's cores among the jobs. Float reductions
     # depend on the thread count, so fixing it makes records identical across --jobs values.
     threads: int | None = None
+    # Train this many runs of equal length at once, stacked with torch.func.vmap (a GPU
+    # option; 1 trains each run on its own).
+    fuse: int = 1
 
     def __post_init__(self) -> None:
         check_budgets(self.budgets)
         check_seeds(self.seeds)
         if not (1 <= self.jobs <= 256):
             raise ValueError(f"jobs must be in [1, 256], got {self.jobs}")
+        if not (1 <= self.fuse <= 256):
+            raise ValueError(f"fuse must be in [1, 256], got {self.fuse}")
         if self.threads is not None and not (1 <= self.threads <= 1024):
             raise ValueError(f"threads must be in [1, 1024] or null, got {self.threads}")
 
@@ -137,8 +142,9 @@ def profile_path(name_or_path: str) -> Path:
         return path
     candidate = PROFILE_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        raise ConfigError(f"unknown profile '{name_or_path}'{suggest(name_or_path, profile_names())}"
-                          f"; known: {', '.join(profile_names())} (or a path to a YAML file)")
+        raise ConfigError(f"unknown profile '{name_or_path}'"
+                          f"{suggest(name_or_path, profile_names())}; known: "
+                          f"{', '.join(profile_names())} (or a path to a YAML file)")
     return candidate
 
 
@@ -160,7 +166,8 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
             else:
                 out.append(int(token))
         except ValueError:
-            raise ConfigError(f"--{what}: expected integers like '30,60,100', got {text!r}") from None
+            raise ConfigError(f"--{what}: expected integers like '30,60,100', "
+                              f"got {text!r}") from None
     if not out:
         raise ConfigError(f"--{what}: no values in {text!r}")
     return tuple(out)
@@ -181,7 +188,8 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
                     budgets: str | None = None, seeds: str | None = None,
                     model: str | None = None, dataset: str | None = None,
                     data_dir: str | None = None, device: str | None = None,
-                    batch_size: int | None = None, jobs: int | None = None) -> Profile:
+                    batch_size: int | None = None, jobs: int | None = None,
+                    fuse: int | None = None) -> Profile:
     changes: dict[str, Any] = {}
     try:
         if schedules is not None:
@@ -203,6 +211,8 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
             changes["train"] = replace(profile.train, batch_size=batch_size)
         if jobs is not None:
             changes["jobs"] = jobs
+        if fuse is not None:
+            changes["fuse"] = fuse
         return replace(profile, **changes)
     except ValueError as exc:
         if isinstance(exc, ConfigError):

@@ -83,7 +83,7 @@ def mae_figure(res: Results, path: Path) -> None:
     colors = _colors(res)
     fig, axes = plt.subplots(2, len(budgets), figsize=(5 * len(budgets), 7.5), squeeze=False)
     for row, split in enumerate(("val", "test")):
-        lows, highs = [], []
+        tails = []
         for col, b in enumerate(budgets):
             ax = axes[row][col]
             for s in res.schedule_order:
@@ -95,25 +95,29 @@ def mae_figure(res: Results, path: Path) -> None:
                 ax.plot(mean.index, mean.values, color=colors[s], label=s, **_style(s))
                 ax.fill_between(mean.index, mean - std, mean + std, color=colors[s], alpha=0.12,
                                 linewidth=0)
-                tail = mean.values[min(2, len(mean) - 1):]
-                lows.append(np.nanmin(tail))
-                highs.append(np.nanpercentile(tail, 90))
-            for name, ls in (("historical_average", ":"), ("persistence", "--")):
-                v = baseline(res, name, split)
-                if v is not None:
-                    ax.axhline(v, color="black", linestyle=ls, linewidth=1,
-                               label=name.replace("_", " "))
-                    highs.append(v)
+                tails.extend(mean.values[min(3, len(mean) - 1):])
             ax.set_title(f"{split} MAE, {b}-epoch budget")
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{split} MAE (original units)")
             ax.set_xlim(0, b)
             ax.grid(True, alpha=0.3)
-        if lows:
-            lo, hi = min(lows), max(highs)
-            pad = 0.05 * (hi - lo)
-            for ax in axes[row]:
-                ax.set_ylim(lo - pad, hi + pad)
+        # Scale to where the schedules differ; the first epochs and distant baselines would
+        # flatten every curve into one line.
+        lo, hi = float(np.nanmin(tails)), float(np.nanpercentile(tails, 97))
+        pad = 0.08 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        for ax in axes[row]:
+            for name, ls in (("historical_average", ":"), ("persistence", "--")):
+                v = baseline(res, name, split)
+                if v is None:
+                    continue
+                label = name.replace("_", " ")
+                if v <= hi:
+                    ax.axhline(v, color="black", linestyle=ls, linewidth=1, label=label)
+                else:  # off scale: keep it in the legend with its value
+                    ax.plot([], [], color="black", linestyle=ls, linewidth=1,
+                            label=f"{label} ({v:.2f}, off scale)")
+            ax.set_ylim(lo, hi)
     fig.suptitle(f"MAE during training, mean ± std over seeds ({res.name})")
     _legend(fig, axes[0])
     fig.tight_layout()

@@ -27,7 +27,7 @@ import torch
 from bench import runner
 from bench.config import ConfigError, to_dict
 from bench.experiment import Profile
-from bench.plan import Job, plan_jobs, shard
+from bench.plan import Job, plan_jobs, shard, units
 from bench.progress import Progress
 from bench.store import (
     RunDir,
@@ -51,7 +51,8 @@ def check_experiment(exp_dir: Path, profile: Profile) -> None:
         try:
             old = read_json(path)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable ({exc}); move it aside to start afresh") from None
+            raise ConfigError(f"{path}: unreadable ({exc}); move it aside to start "
+                              "afresh") from None
         diff = [k for k in fixed if old.get(k) != fixed[k]]
         if diff:
             raise ConfigError(
@@ -161,8 +162,8 @@ def _init_worker(threads: int, events, stop_event) -> None:
     signal.signal(signal.SIGTERM, _on_sigint)
 
 
-def _worker(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str):
-    return runner.execute_job(job, item, profile, exp_dir, _EVENTS.put, stop_requested)
+def _worker(unit: list[Job], items: dict[str, NamedSchedule], profile: Profile, exp_dir: str):
+    return runner.execute_jobs(unit, items, profile, exp_dir, _EVENTS.put, stop_requested)
 
 
 # -- the grid --------------------------------------------------------------------------------
@@ -178,7 +179,8 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         raise StoreError(f"cannot create results folder {exp_dir}: {exc.strerror or exc}") from exc
     check_experiment(exp_dir, profile)
     runner.load_data(profile, torch.device("cpu"))  # data errors surface before any training
-    cells = [(s.name, b, seed) for s in schedules for b in profile.budgets for seed in profile.seeds]
+    cells = [(s.name, b, seed)
+             for s in schedules for b in profile.budgets for seed in profile.seeds]
     with ExperimentLock(exp_dir):
         update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
     write_baselines(exp_dir, profile)
@@ -216,19 +218,21 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
     previous_term = signal.signal(signal.SIGTERM, _on_sigint)  # pre-emption: save and stop
     _Stop.requested = False
     try:
+        work = units(todo, profile.fuse)
         if executor == "ray":
             from bench.ray_executor import run_on_ray
 
-            run_on_ray(todo, items, profile, exp_dir, address, bar.epoch, finished,
+            run_on_ray(work, items, profile, exp_dir, address, bar.epoch, finished,
                        stop_requested)
         elif jobs <= 1:
-            for job in todo:
+            for unit in work:
                 if stop_requested():
                     break
-                finished(runner.execute_job(job, items[job.schedule], profile, str(exp_dir),
-                                            bar.epoch, stop_requested))
+                for outcome in runner.execute_jobs(unit, items, profile, str(exp_dir),
+                                                   bar.epoch, stop_requested):
+                    finished(outcome)
         else:
-            _run_pool(todo, items, profile, exp_dir, jobs, bar, finished)
+            _run_pool(work, items, profile, exp_dir, jobs, bar, finished)
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
@@ -250,7 +254,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
     return 1 if counts.get("failed") else 0
 
 
-def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
+def _run_pool(work, items, profile, exp_dir, jobs, bar, finished) -> None:
     global _STOP_EVENT
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     events = ctx.Queue()
@@ -274,26 +278,28 @@ def _run_pool(todo, items, profile, exp_dir, jobs, bar, finished) -> None:
                                  initargs=(profile.threads_per_run(), events,
                                            stop_event)) as pool:
             pending = {}
-            waiting = list(todo)
+            waiting = list(work)
             while waiting or pending:
                 while waiting and len(pending) < jobs and not stop_requested():
-                    job = waiting.pop(0)
-                    pending[pool.submit(_worker, job, items[job.schedule], profile,
-                                        str(exp_dir))] = job
+                    unit = waiting.pop(0)
+                    pending[pool.submit(_worker, unit, items, profile, str(exp_dir))] = unit
                 if not pending:
                     break
                 if _Stop.requested and not stop_event.is_set():
                     stop_event.set()
                 done, _ = wait(pending, return_when=FIRST_COMPLETED, timeout=0.5)
                 for fut in done:
-                    job = pending.pop(fut)
+                    unit = pending.pop(fut)
                     try:
-                        finished(fut.result())
+                        outcomes = fut.result()
                     except StoreError:
                         raise
                     except Exception as exc:  # a worker process died
-                        finished(runner.JobOutcome(job.key, "failed", 0,
-                                                   f"worker process died: {exc}"))
+                        outcomes = [runner.JobOutcome(job.key, "failed", 0,
+                                                      f"worker process died: {exc}")
+                                    for job in unit]
+                    for outcome in outcomes:
+                        finished(outcome)
     finally:
         pump_stop.set()
         pumper.join()

@@ -14,7 +14,6 @@ of the data pipeline and the time of each part of an epoch are measured separate
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -141,13 +140,13 @@ def pipeline_memory() -> dict:
 
 def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
     """Seconds per epoch in data, forward, backward, optimizer, evaluation and I/O."""
+    from bench.config import to_dict
     from bench.runner import load_data
     from bench.store import RunDir, atomic_torch_save
     from schedules import BUILTIN
-    from stforecast.engine import Trainer, TrainConfig, resolve_device, seed_everything
+    from stforecast.engine import TrainConfig, Trainer, resolve_device, seed_everything
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
-    from bench.config import to_dict
 
     profile = load_profile(profile_name)
     device = resolve_device(profile.device)

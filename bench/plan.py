@@ -67,3 +67,22 @@ def shard(jobs: list[Job], spec: str) -> list[Job]:
     if not (n >= 1 and 1 <= i <= n):
         raise ValueError(f"--shard {spec}: need 1 <= I <= N")
     return jobs[i - 1::n]
+
+
+def units(jobs: list[Job], fuse: int) -> list[list[Job]]:
+    """Jobs grouped for execution: singletons, or up to ``fuse`` jobs of equal length.
+
+    Fused members advance in lock step, so only jobs that train the same number of epochs
+    share a unit; the order of first appearance is kept.
+    """
+    if fuse <= 1:
+        return [[job] for job in jobs]
+    groups: dict[int, list[list[Job]]] = {}
+    order: list[list[Job]] = []
+    for job in jobs:
+        open_groups = groups.setdefault(job.epochs, [])
+        if not open_groups or len(open_groups[-1]) == fuse:
+            open_groups.append([])
+            order.append(open_groups[-1])
+        open_groups[-1].append(job)
+    return order

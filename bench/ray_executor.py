@@ -16,6 +16,7 @@ machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -25,23 +26,23 @@ from bench.config import ConfigError
 TASK_RETRIES = 3
 
 
-def _task(job, item, profile, exp_dir, threads, queue):
+def _task(unit, items, profile, exp_dir, threads, queue):
     import torch
 
     torch.set_num_threads(threads)
 
     def progress(event):
-        try:
+        # Progress is best effort: a full or vanished queue must not stop the work.
+        with contextlib.suppress(Exception):
             queue.put_nowait(event)
-        except Exception:  # progress is best effort; a full or gone queue must not stop work
-            pass
 
-    return runner.execute_job(job, item, profile, exp_dir, progress)
+    return runner.execute_jobs(unit, items, profile, exp_dir, progress)
 
 
-def run_on_ray(todo, items, profile, exp_dir, address, on_epoch, finished, stop_requested,
+def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_requested,
                poll_seconds: float = 0.2) -> None:
-    """Submit every job, then report epochs and finished jobs as they arrive."""
+    """Submit every unit of work (one job, or a fused group), then report epochs and finished
+    jobs as they arrive."""
     try:
         import ray
         from ray.util.queue import Queue
@@ -61,20 +62,23 @@ def run_on_ray(todo, items, profile, exp_dir, address, on_epoch, finished, stop_
         queue = Queue(maxsize=10_000)
         task = ray.remote(_task).options(num_cpus=threads, num_gpus=gpus,
                                          max_retries=TASK_RETRIES, retry_exceptions=False)
-        pending = {task.remote(job, items[job.schedule], profile, str(exp_dir), threads, queue):
-                   job for job in todo}
+        pending = {task.remote(unit, items, profile, str(exp_dir), threads, queue): unit
+                   for unit in work}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
             while not queue.empty():
                 on_epoch(queue.get_nowait())
             for ref in ready:
-                job = pending.pop(ref)
+                unit = pending.pop(ref)
                 try:
-                    finished(ray.get(ref))
+                    outcomes = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    finished(runner.JobOutcome(job.key, "failed", 0,
-                                               f"Ray task failed after {TASK_RETRIES} retries: "
-                                               f"{type(exc).__name__}"))
+                    outcomes = [runner.JobOutcome(job.key, "failed", 0,
+                                                  f"Ray task failed after {TASK_RETRIES} "
+                                                  f"retries: {type(exc).__name__}")
+                                for job in unit]
+                for outcome in outcomes:
+                    finished(outcome)
             if stop_requested():
                 for ref in pending:
                     ray.cancel(ref)

@@ -21,6 +21,7 @@ class Results:
     summary: pd.DataFrame
     baselines: pd.DataFrame
     schedules: dict[str, dict]               # name -> info recorded in grid.json
+    order: list[str] = field(default_factory=list)  # registration order of the schedules
     experiment: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     run_config: dict = field(default_factory=dict)
@@ -33,7 +34,7 @@ class Results:
     def schedule_order(self) -> list[str]:
         """Schedules in the order they were registered, restricted to those present."""
         present = set(self.summary["schedule"])
-        return [s for s in self.schedules if s in present]
+        return [s for s in self.order if s in present]
 
     @property
     def seeds(self) -> list[int]:
@@ -74,5 +75,7 @@ def load_results(exp_dir: str | Path) -> Results:
             break
         except (OSError, ValueError):
             continue
-    return Results(exp_dir.name, epochs, summary, baselines, grid.get("schedules", {}),
-                   experiment, environment, run_config)
+    schedules = grid.get("schedules", {})
+    order = grid.get("order") or sorted(schedules)
+    return Results(exp_dir.name, epochs, summary, baselines, schedules, order, experiment,
+                   environment, run_config)

@@ -8,6 +8,7 @@ the lock when the holder dies, so a killed run never blocks a restart.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import platform
@@ -26,7 +27,8 @@ from bench.plan import Job
 from bench.store import RunDir, StoreError, atomic_torch_save, atomic_write_json
 from schedules import NamedSchedule
 from stforecast.datasets import load_dataset
-from stforecast.engine import Diverged, Trainer, TrainConfig, resolve_device, seed_everything
+from stforecast.engine import Diverged, TrainConfig, Trainer, resolve_device, seed_everything
+from stforecast.fused import FusedTrainer
 from stforecast.models import DataSpec, build_model, count_parameters
 from stforecast.windows import SplitConfig, WindowedData
 
@@ -179,6 +181,122 @@ class Interrupted(Exception):
     """Raised after an epoch's state is saved when the user asked the grid to stop."""
 
 
+class RunSession:
+    """One job while it executes: its run folder, lock, resolved config and trainer."""
+
+    def __init__(self, job: Job, item: NamedSchedule, profile: Profile, exp_dir: str) -> None:
+        self.job, self.item, self.profile = job, item, profile
+        self.run = RunDir(Path(exp_dir) / "runs" / job.key)
+        self.payload = run_payload(profile, item, job)
+        self.digest = config_hash(self.payload)
+        self.done, self.problem = job_done(self.run, job, self.digest)
+        self.notes = [self.problem] if self.problem else []
+        self.lock = RunLock(self.run.lock)
+        self.trainer: Trainer | None = None
+        self.start = time.perf_counter()
+
+    # -- outcomes -----------------------------------------------------------------------
+    def outcome(self, status: str, message: str = "") -> JobOutcome:
+        epochs = len(self.trainer.records) if self.trainer is not None else 0
+        return JobOutcome(self.job.key, status, epochs, message,
+                          time.perf_counter() - self.start, self.notes)
+
+    def skipped(self) -> JobOutcome:
+        status = self.run.read_status()
+        return JobOutcome(self.job.key, "skipped", status["epochs_done"], status.get("message", ""))
+
+    def acquire(self) -> bool:
+        try:
+            return self.lock.acquire()
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.run.lock}: {exc.strerror or exc}") from exc
+
+    def locked(self) -> JobOutcome:
+        return JobOutcome(self.job.key, "locked", 0,
+                          f"{self.run.root} is being trained by another process")
+
+    # -- training -----------------------------------------------------------------------
+    def start_trainer(self) -> Trainer:
+        """A trainer at the run's last saved epoch (or a fresh one), with the run marked
+        running; damaged or mismatching state is discarded with a note."""
+        profile, job, item, run = self.profile, self.job, self.item, self.run
+        device = resolve_device(profile.device)
+        data = load_data(profile, device)
+        spec = DataSpec(num_nodes=data.num_nodes, input_len=data.split.input_len,
+                        output_len=data.split.output_len,
+                        steps_per_day=1440 // data.dataset.interval_minutes,
+                        adjacency=data.dataset.adjacency)
+        steps_per_epoch = -(-data.num_windows("train") // profile.train.batch_size)
+        train_cfg = TrainConfig(**to_dict(profile.train))
+
+        def fresh() -> Trainer:
+            seed_everything(job.seed)  # same initial weights for every schedule of a seed
+            model = build_model(profile.model.name, spec, profile.model.options).to(device)
+            optimizer = item.spec.make_optimizer(model.parameters())
+            scheduler = item.spec.build(optimizer, job.epochs, steps_per_epoch)
+            return Trainer(model, optimizer, scheduler, data, step_unit=item.spec.step_unit,
+                           needs_metric=item.spec.needs_metric, seed=job.seed, config=train_cfg)
+
+        trainer = fresh()
+        if self.problem is not None:
+            if run.checkpoint.exists():
+                run.checkpoint.unlink()
+                self.notes.append(f"{run.checkpoint}: discarded; the run is redone from epoch 0")
+        elif run.checkpoint.exists():
+            try:
+                trainer.load_state_dict(torch.load(run.checkpoint, map_location=device,
+                                                   weights_only=False))
+            except Exception as exc:
+                self.notes.append(f"{run.checkpoint}: unreadable checkpoint "
+                                  f"({type(exc).__name__}); discarded, the run is redone from "
+                                  f"epoch 0")
+                run.checkpoint.unlink()
+                trainer = fresh()
+        if trainer.epoch == 0:
+            atomic_write_json(run.config, {"config": self.payload, "config_hash": self.digest,
+                                           "environment": environment(device),
+                                           "parameters": count_parameters(trainer.model),
+                                           "steps_per_epoch": steps_per_epoch})
+        run.write_status(status="running", config_hash=self.digest, epochs_done=trainer.epoch,
+                         target_epochs=job.epochs)
+        self.trainer = trainer
+        return trainer
+
+    def save_epoch(self, record, progress=None) -> None:
+        """Checkpoint, records and status after an epoch, each written atomically."""
+        tr = self.trainer
+        atomic_torch_save(self.run.checkpoint, tr.state_dict())
+        self.run.write_records([r.row() for r in tr.records])
+        self.run.write_status(status="running", config_hash=self.digest, epochs_done=tr.epoch,
+                              target_epochs=self.job.epochs)
+        if progress is not None:
+            progress({"key": self.job.key, "epoch": tr.epoch, "epochs": self.job.epochs,
+                      "val_mae": record.val["mae"], "seconds": record.seconds})
+
+    def finished(self) -> JobOutcome:
+        self.run.write_records([r.row() for r in self.trainer.records])
+        self.run.write_status(status="finished", config_hash=self.digest,
+                              epochs_done=self.trainer.epoch, target_epochs=self.job.epochs)
+        return self.outcome("finished")
+
+    def diverged(self, exc: Diverged) -> JobOutcome:
+        self.run.write_records([r.row() for r in self.trainer.records])
+        self.run.write_status(status="diverged", config_hash=self.digest,
+                              epochs_done=len(self.trainer.records), diverged_epoch=exc.epoch,
+                              target_epochs=self.job.epochs, message=str(exc))
+        return self.outcome("diverged", str(exc))
+
+    def interrupted(self) -> JobOutcome:
+        return self.outcome("interrupted", "state saved; the same command resumes it")
+
+    def failed(self, exc: Exception) -> JobOutcome:
+        message = f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):  # the failure itself may be the disk
+            self.run.write_status(status="failed", config_hash=self.digest, message=message,
+                                  traceback=traceback.format_exc())
+        return self.outcome("failed", message)
+
+
 def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
                 progress=None, should_stop=None) -> JobOutcome:
     """Train (or finish, or skip) one job; never raises for a training failure.
@@ -186,106 +304,92 @@ def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
     ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
     epoch's state is on disk, and a true answer ends the job as ``interrupted``.
     """
-    run = RunDir(Path(exp_dir) / "runs" / job.key)
-    payload = run_payload(profile, item, job)
-    digest = config_hash(payload)
-    done, problem = job_done(run, job, digest)
-    notes = [problem] if problem else []
-    if done:
-        status = run.read_status()
-        return JobOutcome(job.key, "skipped", status["epochs_done"], status.get("message", ""))
-    lock = RunLock(run.lock)
+    session = RunSession(job, item, profile, exp_dir)
+    if session.done:
+        return session.skipped()
+    if not session.acquire():
+        return session.locked()
     try:
-        acquired = lock.acquire()
-    except OSError as exc:
-        raise StoreError(f"cannot write {run.lock}: {exc.strerror or exc}") from exc
-    if not acquired:
-        return JobOutcome(job.key, "locked", 0, f"{run.root} is being trained by another process")
-    try:
-        return _train(job, item, profile, run, payload, digest, problem, notes, progress,
-                      should_stop)
+        trainer = session.start_trainer()
+
+        def on_epoch(tr: Trainer, record) -> None:
+            session.save_epoch(record, progress)
+            if should_stop is not None and should_stop() and tr.epoch < job.epochs:
+                raise Interrupted
+
+        try:
+            trainer.fit(job.epochs, on_epoch=on_epoch)
+        except Diverged as exc:
+            return session.diverged(exc)
+        return session.finished()
     except StoreError:
         raise  # a full disk or unwritable folder ends the grid, not just this run
     except Interrupted:
-        status = run.read_status() or {}
-        return JobOutcome(job.key, "interrupted", status.get("epochs_done", 0),
-                          "state saved; the same command resumes it", notes=notes)
+        return session.interrupted()
     except Exception as exc:  # a bug or resource error in one run must not end the grid
-        message = f"{type(exc).__name__}: {exc}"
-        try:
-            run.write_status(status="failed", config_hash=digest, message=message,
-                             traceback=traceback.format_exc())
-        except OSError:
-            pass
-        return JobOutcome(job.key, "failed", 0, message, notes=notes)
+        return session.failed(exc)
     finally:
-        lock.release()
+        session.lock.release()
 
 
-def _train(job: Job, item: NamedSchedule, profile: Profile, run: RunDir, payload: dict,
-           digest: str, problem: str | None, notes: list[str], progress,
-           should_stop) -> JobOutcome:
-    start = time.perf_counter()
-    device = resolve_device(profile.device)
-    data = load_data(profile, device)
-    spec = DataSpec(num_nodes=data.num_nodes, input_len=data.split.input_len,
-                    output_len=data.split.output_len,
-                    steps_per_day=1440 // data.dataset.interval_minutes,
-                    adjacency=data.dataset.adjacency)
-    steps_per_epoch = -(-data.num_windows("train") // profile.train.batch_size)
-    train_cfg = TrainConfig(**to_dict(profile.train))
+def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
+                  exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
+    """Execute a unit of work: one job, or several of equal length trained at once with
+    ``FusedTrainer`` (the profile's ``fuse`` > 1).
 
-    def fresh() -> Trainer:
-        seed_everything(job.seed)  # same initial weights for every schedule of a seed
-        model = build_model(profile.model.name, spec, profile.model.options).to(device)
-        optimizer = item.spec.make_optimizer(model.parameters())
-        scheduler = item.spec.build(optimizer, job.epochs, steps_per_epoch)
-        return Trainer(model, optimizer, scheduler, data, step_unit=item.spec.step_unit,
-                       needs_metric=item.spec.needs_metric, seed=job.seed, config=train_cfg)
-
-    trainer = fresh()
-    if problem is not None:
-        if run.checkpoint.exists():
-            run.checkpoint.unlink()
-            notes.append(f"{run.checkpoint}: discarded; the run is redone from epoch 0")
-    elif run.checkpoint.exists():
-        try:
-            trainer.load_state_dict(torch.load(run.checkpoint, map_location=device,
-                                               weights_only=False))
-        except Exception as exc:
-            notes.append(f"{run.checkpoint}: unreadable checkpoint ({type(exc).__name__}); "
-                         f"discarded, the run is redone from epoch 0")
-            run.checkpoint.unlink()
-            trainer = fresh()
-
-    if trainer.epoch == 0:
-        atomic_write_json(run.config, {"config": payload, "config_hash": digest,
-                                       "environment": environment(device),
-                                       "parameters": count_parameters(trainer.model),
-                                       "steps_per_epoch": steps_per_epoch})
-    run.write_status(status="running", config_hash=digest, epochs_done=trainer.epoch,
-                     target_epochs=job.epochs)
-
-    def save(tr: Trainer, record) -> None:
-        atomic_torch_save(run.checkpoint, tr.state_dict())
-        run.write_records([r.row() for r in tr.records])
-        run.write_status(status="running", config_hash=digest, epochs_done=tr.epoch,
-                         target_epochs=job.epochs)
-        if progress is not None:
-            progress({"key": job.key, "epoch": tr.epoch, "epochs": job.epochs,
-                      "val_mae": record.val["mae"], "seconds": record.seconds})
-        if should_stop is not None and should_stop() and tr.epoch < job.epochs:
-            raise Interrupted
-
+    Members that are done or locked are reported as such; the rest must be at the same
+    epoch to fuse, otherwise (or for a model vmap cannot stack) each trains on its own.
+    """
+    if len(jobs) == 1:
+        return [execute_job(jobs[0], items[jobs[0].schedule], profile, exp_dir, progress,
+                            should_stop)]
+    outcomes: dict[str, JobOutcome] = {}
+    sessions = []
+    for job in jobs:
+        session = RunSession(job, items[job.schedule], profile, exp_dir)
+        if session.done:
+            outcomes[job.key] = session.skipped()
+        elif not session.acquire():
+            outcomes[job.key] = session.locked()
+        else:
+            sessions.append(session)
+    by_trainer = {}
     try:
-        trainer.fit(job.epochs, on_epoch=save)
-    except Diverged as exc:
-        run.write_records([r.row() for r in trainer.records])
-        run.write_status(status="diverged", config_hash=digest, epochs_done=len(trainer.records),
-                         diverged_epoch=exc.epoch, target_epochs=job.epochs, message=str(exc))
-        return JobOutcome(job.key, "diverged", len(trainer.records), str(exc),
-                          time.perf_counter() - start, notes)
-    run.write_records([r.row() for r in trainer.records])
-    run.write_status(status="finished", config_hash=digest, epochs_done=trainer.epoch,
-                     target_epochs=job.epochs)
-    return JobOutcome(job.key, "finished", trainer.epoch, "", time.perf_counter() - start, notes)
+        for session in sessions:
+            by_trainer[id(session.start_trainer())] = session
+        epochs = {s.trainer.epoch for s in sessions}
+        try:
+            fused = FusedTrainer([s.trainer for s in sessions]) if len(epochs) == 1 else None
+        except ValueError:
+            fused = None
+        if fused is None:  # not fusable: fall back to one run after another
+            for session in sessions:
+                session.lock.release()
+            return [outcomes.get(j.key) or execute_job(j, items[j.schedule], profile, exp_dir,
+                                                       progress, should_stop) for j in jobs]
+        target = jobs[0].epochs
+        while fused.members and fused.members[0].epoch < target:
+            for trainer, result in fused.run_epoch():
+                session = by_trainer[id(trainer)]
+                if isinstance(result, Diverged):
+                    outcomes[session.job.key] = session.diverged(result)
+                else:
+                    session.save_epoch(result, progress)
+            if should_stop is not None and should_stop() and fused.members and \
+                    fused.members[0].epoch < target:
+                raise Interrupted
+        for trainer in fused.members:
+            session = by_trainer[id(trainer)]
+            outcomes[session.job.key] = session.finished()
+    except StoreError:
+        raise
+    except Interrupted:
+        for session in sessions:
+            outcomes.setdefault(session.job.key, session.interrupted())
+    except Exception as exc:
+        for session in sessions:
+            outcomes.setdefault(session.job.key, session.failed(exc))
+    finally:
+        for session in sessions:
+            session.lock.release()
+    return [outcomes[j.key] for j in jobs]

@@ -36,7 +36,7 @@ SUMMARY_COLUMNS = (
 def read_grid(exp_dir: Path) -> dict[str, Any]:
     path = exp_dir / "grid.json"
     if not path.exists():
-        return {"cells": [], "schedules": {}}
+        return {"cells": [], "schedules": {}, "order": []}
     return read_json(path)
 
 
@@ -45,6 +45,7 @@ def update_grid(exp_dir: Path, schedules: dict[str, dict], cells: list[tuple[str
     """Add schedules and (schedule, budget, seed) cells to ``grid.json``; return the union."""
     grid = read_grid(exp_dir)
     grid["schedules"].update(schedules)
+    grid["order"] = grid.get("order", []) + [s for s in schedules if s not in grid.get("order", [])]
     known = {tuple(c) for c in grid["cells"]}
     grid["cells"] += [list(c) for c in cells if tuple(c) not in known]
     atomic_write_json(exp_dir / "grid.json", grid)

@@ -6,7 +6,7 @@ the scheduler: whether it steps once per optimizer step or once per epoch, and w
 
 Per epoch: shuffled training batches from the run's seed, masked MAE loss on the original
 scale, gradient clipping, optimizer step, then validation and test evaluation under
-``torch.inference_mode`` and one ``EpochRecord``. ``_advance_schedule`` is the only code
+``torch.inference_mode`` and one ``EpochRecord``. ``advance_schedule`` is the only code
 that steps the scheduler.
 
 A run is reproducible on CPU: the shuffling generator and the global RNG (dropout) are part of
@@ -96,7 +96,7 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -122,19 +122,19 @@ class Trainer:
         self.records: list[EpochRecord] = []
         self.generator = torch.Generator().manual_seed(seed)  # CPU: same order on any device
         # Schedule-free optimizers keep two weight sequences and must be told which to use.
-        self._optimizer_modes = callable(getattr(optimizer, "eval", None))
-        self._loss_bound = self.config.divergence_factor * data.scaler.std
+        self.optimizer_modes = callable(getattr(optimizer, "eval", None))
+        self.loss_bound = self.config.divergence_factor * data.scaler.std
         self._autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                 "fp16": torch.float16}[self.config.autocast]
 
     # -- the loop -----------------------------------------------------------------------
     def run_epoch(self) -> EpochRecord:
         """Train one epoch, evaluate, step an epoch-level schedule, return the record."""
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         lr = current_lr(self.optimizer)
         self.model.train()
-        if self._optimizer_modes:
+        if self.optimizer_modes:
             self.optimizer.train()
         loss_sum = torch.zeros((), device=self.device)
         steps = 0
@@ -149,21 +149,21 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             lr_end = current_lr(self.optimizer)
             self.optimizer.step()
-            self._advance_schedule("step")
+            self.advance_schedule("step")
             loss_sum += loss.detach()
             steps += 1
         train_loss = float(loss_sum) / max(steps, 1)  # the one host sync of the epoch
-        _sync(self.device)
+        sync(self.device)
         t1 = time.perf_counter()
-        if not math.isfinite(train_loss) or train_loss > self._loss_bound:
+        if not math.isfinite(train_loss) or train_loss > self.loss_bound:
             raise Diverged(self.epoch, train_loss)
 
         val = self.evaluate("val")
         test = self.evaluate("test")
         if not math.isfinite(val["mae"]):
             raise Diverged(self.epoch, val["mae"])
-        self._advance_schedule("epoch", val["mae"])
-        _sync(self.device)
+        self.advance_schedule("epoch", val["mae"])
+        sync(self.device)
         t2 = time.perf_counter()
         record = EpochRecord(self.epoch, lr, lr_end, train_loss, val, test,
                              seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1)
@@ -171,7 +171,7 @@ class Trainer:
         self.epoch += 1
         return record
 
-    def _advance_schedule(self, unit: StepUnit, val_loss: float | None = None) -> None:
+    def advance_schedule(self, unit: StepUnit, val_loss: float | None = None) -> None:
         """The single place the scheduler is stepped."""
         if unit != self.step_unit:
             return
@@ -185,7 +185,7 @@ class Trainer:
     def evaluate(self, split: str) -> dict[str, float]:
         """Masked metrics over all windows of a split, overall and per horizon."""
         self.model.eval()
-        if self._optimizer_modes:
+        if self.optimizer_modes:
             self.optimizer.eval()
         acc = HorizonMetrics(self.data.split.output_len, self.data.null_value, self.device)
         with torch.inference_mode():

@@ -31,7 +31,7 @@ def gaussian_kernel(distances: np.ndarray, threshold: float = 0.1,
 
 def edges_to_distances(n: int, src: np.ndarray, dst: np.ndarray, cost: np.ndarray,
                        symmetric: bool = False) -> np.ndarray:
-    """``[N, N]`` distance matrix from an edge list; 0 on the diagonal, ``inf`` elsewhere unknown."""
+    """``[N, N]`` distances from an edge list: 0 on the diagonal, ``inf`` where unknown."""
     d = np.full((n, n), np.inf)
     np.fill_diagonal(d, 0.0)
     d[src, dst] = cost

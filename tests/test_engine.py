@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stforecast.datasets import Dataset, time_index
-from stforecast.engine import Diverged, Trainer, TrainConfig, resolve_device, seed_everything
+from stforecast.engine import Diverged, TrainConfig, Trainer, resolve_device, seed_everything
 from stforecast.models import DataSpec, build_model
 from stforecast.windows import WindowedData
 

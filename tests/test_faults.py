@@ -1,4 +1,5 @@
-"""Nothing lost, nothing silently wrong: kills, damaged files, locks, divergence, Ctrl-C, disk errors."""
+"""Nothing lost, nothing silently wrong: kills, damaged files, locks, divergence, Ctrl-C,
+full disks."""
 
 import csv
 import errno

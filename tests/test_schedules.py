@@ -78,7 +78,8 @@ def reference(spec, epochs, steps=STEPS):
             if k < w:
                 out.append(lr * (spec.warmup_start_factor + (1 - spec.warmup_start_factor) * k / w))
             else:
-                out.append(spec.min_lr + (lr - spec.min_lr) * (1 + math.cos(math.pi * (k - w) / span)) / 2)
+                cos = (1 + math.cos(math.pi * (k - w) / span)) / 2
+                out.append(spec.min_lr + (lr - spec.min_lr) * cos)
         return out
     if spec.kind == "onecycle":
         start, end = lr / spec.div_factor, lr / spec.div_factor / spec.final_div_factor
@@ -131,7 +132,9 @@ def test_restored_scheduler_continues_the_same_path(item):
 
 
 def test_seed_schedules_hit_the_notes_landmarks():
-    per_epoch = lambda name, budget: simulate(BUILTIN.get(name).spec, budget, steps=1)[0]
+    def per_epoch(name, budget):
+        return simulate(BUILTIN.get(name).spec, budget, steps=1)[0]
+
     ms = per_epoch("multistep", 100)
     assert (ms[0], ms[29], ms[30], ms[59], ms[60], ms[89], ms[90], ms[99]) == pytest.approx(
         (1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6))

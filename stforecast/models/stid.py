@@ -63,7 +63,7 @@ class STID(nn.Module):
         b, _, n, _ = x.shape
         series = x[..., 0].transpose(1, 2)  # [B, N, L_in]
         last = x[:, -1]  # [B, N, 3], calendar of the last input step
-        tod = (last[..., 1] * self.spec.steps_per_day).long().clamp_(0, self.spec.steps_per_day - 1)
+        tod = (last[..., 1] * self.spec.steps_per_day).long().clamp(0, self.spec.steps_per_day - 1)
         dow = last[..., 2].long()
         h = torch.cat([
             self.series_emb(series),                      # [B, N, embed_dim]
