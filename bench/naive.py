@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from bench.experiment import load_profile
 from bench.store import atomic_write_text, rows_to_csv
@@ -27,6 +27,23 @@ from stforecast.engine import seed_everything
 from stforecast.metrics import HorizonMetrics, masked_mae
 from stforecast.models import DataSpec, build_model
 from stforecast.windows import SplitConfig, WindowedData
+
+
+class EpochPermutation(Sampler):
+    """One ``randperm`` per epoch from the run's generator, the order the suite draws.
+
+    (``RandomSampler`` draws a second, unused permutation per epoch, which would give the two
+    ways different batch orders from the second epoch on.)
+    """
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
 def materialise(data: WindowedData, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +66,7 @@ def evaluate(model, loader, data, output_len) -> dict[str, float]:
 
 def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> None:
     profile = load_profile(profile_name)
+    torch.set_num_threads(profile.threads_per_run())  # as the suite's runs: same arithmetic
     ds_cfg = profile.dataset
     dataset = load_dataset(ds_cfg.name, ds_cfg.data_dir, ds_cfg.options)
     split = SplitConfig(ds_cfg.train_fraction, ds_cfg.val_fraction, ds_cfg.input_len,
@@ -60,7 +78,7 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
             for s, (x, y) in arrays.items()}
     order = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(sets["train"], batch_size=bs,
-                              sampler=RandomSampler(sets["train"], generator=order),
+                              sampler=EpochPermutation(len(sets["train"]), order),
                               generator=torch.Generator())
     eval_bs = profile.train.eval_batch_size
     val_loader = DataLoader(sets["val"], batch_size=eval_bs)

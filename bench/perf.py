@@ -1,11 +1,12 @@
 """``python -m bench perf``: the suite's grid against the naive reference, in one invocation.
 
 Both ways train the same cells (schedules x budgets x seeds of a profile) with the same
-arithmetic. The naive way (``bench.naive``) is one process per cell, windows materialised
-up front and fed through a ``DataLoader``, evaluation with autograd on, no reuse between
-budgets. The suite's way is ``bench run``: windows cut by index from resident tensors,
-evaluation under ``inference_mode``, budget-independent schedules trained once to the
-longest budget, optionally several runs at once.
+arithmetic and the same parallelism: ``--jobs`` processes at a time with the profile's
+threads per run, so the ratio measures what the suite does differently, not extra cores.
+The naive way (``bench.naive``) is one process per cell, windows materialised up front and
+fed through a ``DataLoader``, evaluation with autograd on, no reuse between budgets. The
+suite's way is ``bench run``: windows cut by index from resident tensors, evaluation under
+``inference_mode``, budget-independent schedules trained once to the longest budget.
 
 The two are interleaved seed by seed, so slow drifts of a noisy machine hit both alike; the
 result is reported as a ratio. Records of every cell are compared for identity. The memory
@@ -38,20 +39,32 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
 
 
-def _run_naive(profile: str, schedule: str, budget: int, seed: int, out: Path) -> float:
+def _run_naive(profile: str, cells: list[tuple[str, int, int]], out: Path, jobs: int) -> float:
+    """Wall time of one process per cell, ``jobs`` processes at a time."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.naive", "--profile", profile,
-                           "--schedule", schedule, "--budget", str(budget), "--seed", str(seed),
-                           "--out", str(out)], env=_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"naive run {schedule}/{budget}/{seed} failed: {proc.stderr[-500:]}")
+    waiting, running = list(cells), []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            schedule, budget, seed = waiting.pop(0)
+            cmd = [sys.executable, "-m", "bench.naive", "--profile", profile, "--schedule",
+                   schedule, "--budget", str(budget), "--seed", str(seed), "--out",
+                   str(out / f"{schedule}-{budget}-{seed}.csv")]
+            running.append((cmd, subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.PIPE, text=True)))
+        for cmd, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((cmd, proc))
+                if proc.returncode != 0:
+                    raise RuntimeError(f"naive run failed: {' '.join(cmd[3:])}: "
+                                       f"{proc.stderr.read()[-500:]}")
+        time.sleep(0.01)
     return time.perf_counter() - t0
 
 
 def _run_suite(profile: str, schedules: str, seed: int, results: Path, jobs: int) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", profile,
-                           "--schedules", schedules, "--seeds", str(seed), "--results",
+                           "--schedules", schedules, "--seeds", f"{seed}-{seed}", "--results",
                            str(results), "--experiment", "perf", "--jobs", str(jobs)],
                           env=_env(), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -78,12 +91,10 @@ def grid_timing(profile_name: str, schedules: str, seeds: tuple[int, ...], jobs:
     budgets = sorted(profile.budgets)
     naive_s, suite_s = 0.0, 0.0
     identical, cells, worst = 0, 0, 0.0
+    (workdir / "naive").mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        seed_naive = 0.0
-        for item in items:
-            for b in budgets:
-                out = workdir / "naive" / f"{item.name}-{b}-{seed}.csv"
-                seed_naive += _run_naive(profile_name, item.name, b, seed, out)
+        seed_cells = [(item.name, b, seed) for item in items for b in budgets]
+        seed_naive = _run_naive(profile_name, seed_cells, workdir / "naive", jobs)
         seed_suite = _run_suite(profile_name, schedules, seed, workdir / "suite", jobs)
         naive_s += seed_naive
         suite_s += seed_suite
@@ -246,8 +257,9 @@ def model_speed(dataset: str, options: dict, data_dir: str | None, epochs: int =
 def render(result: dict) -> str:
     g, m, b = result["grid"], result["memory"], result["breakdown"]
     rows = [
-        ["naive reference (process per cell, materialised windows, DataLoader, autograd eval, "
-         "no budget reuse)", f"{g['naive_seconds']:.1f}", str(g["naive_epochs"]), "1.000"],
+        [f"naive reference (process per cell, materialised windows, DataLoader, autograd "
+         f"eval, no budget reuse; {g['jobs']} at a time)", f"{g['naive_seconds']:.1f}",
+         str(g["naive_epochs"]), "1.000"],
         [f"suite (`bench run`, --jobs {g['jobs']})", f"{g['suite_seconds']:.1f}",
          str(g["suite_epochs"]), f"{g['ratio']:.3f}"],
     ]
@@ -307,18 +319,18 @@ def cmd_perf(args) -> int:
                           f"{platform.processor() or platform.machine()}, "
                           f"torch {torch.__version__}.\n\n{table}\n")
         return 0
-    profile_name = args.profile
-    profile = load_profile(profile_name)
+    profile_name = profile_path(args.profile).stem
+    profile = load_profile(args.profile)
     seeds = profile.seeds if args.seeds is None else tuple(range(args.seeds))
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         log(f"grid: profile {profile_name}, schedules {args.schedules}, seeds {list(seeds)}")
-        grid = grid_timing(str(profile_path(profile_name)), args.schedules, seeds, args.jobs,
+        grid = grid_timing(str(profile_path(args.profile)), args.schedules, seeds, args.jobs,
                            Path(tmp), log)
     log("memory: data pipeline at full METR-LA size")
     memory = pipeline_memory()
     log("breakdown: one epoch")
-    breakdown = epoch_breakdown(str(profile_path(profile_name)))
+    breakdown = epoch_breakdown(str(profile_path(args.profile)))
     result = {
         "profile": profile_name, "grid": grid, "memory": memory, "breakdown": breakdown,
         "command": "python -m bench perf " + " ".join(args.argv),
