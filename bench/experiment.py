@@ -58,6 +58,7 @@ class TrainSettings:
     grad_clip: float | None = 5.0
     divergence_factor: float = 100.0
     autocast: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not (1 <= self.batch_size <= 65536 and 1 <= self.eval_batch_size <= 65536):
@@ -67,8 +68,8 @@ class TrainSettings:
             raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must exceed 1, got {self.divergence_factor}")
-        if self.autocast not in (None, "bf16", "fp16"):
-            raise ValueError(f"autocast must be null, 'bf16' or 'fp16', got {self.autocast!r}")
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast must be null or 'bf16', got {self.autocast!r}")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Executors: ``local`` runs jobs one after another in this process with every CPU thread, or
 with ``--jobs N`` in N worker processes that divide the threads among them; ``ray`` sends
-them to a Ray cluster (``bench.ray_executor``). All of them call ``runner.execute_job``, so
-results, skip-and-resume and locking behave the same everywhere.
+them to a Ray cluster (``bench.ray_executor``). All of them call ``runner.execute_jobs``,
+so results, skip-and-resume and locking behave the same everywhere.
 
 Ctrl-C (or SIGTERM, as a cluster sends on pre-emption) once: every running job finishes its
 current epoch, saves, and the grid stops. Twice: stop at once; the last completed epoch of
@@ -12,7 +12,6 @@ every run is already on disk. Worker processes die with the driver.
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing as mp
 import os
 import signal
@@ -30,6 +29,7 @@ from bench.experiment import Profile
 from bench.plan import Job, plan_jobs, shard, units
 from bench.progress import Progress
 from bench.store import (
+    FileLock,
     RunDir,
     StoreError,
     atomic_write_json,
@@ -82,28 +82,10 @@ def schedule_info(item: NamedSchedule) -> dict:
             "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
 
 
-class ExperimentLock:
-    """A blocking ``flock`` around read-modify-write of the experiment's shared files.
-
-    Several drivers may share an experiment folder; each run folder has one writer (its run
-    lock), and this lock serialises the few files they all update.
-    """
-
-    def __init__(self, exp_dir: Path) -> None:
-        self.path = exp_dir / ".lock"
-        self.fd: int | None = None
-
-    def __enter__(self):
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+def experiment_lock(exp_dir: Path) -> FileLock:
+    """Serialises read-modify-write of the files all drivers of an experiment share (each run
+    folder has a single writer, its run lock's holder)."""
+    return FileLock(exp_dir / ".lock", blocking=True)
 
 
 # -- stopping --------------------------------------------------------------------------------
@@ -181,7 +163,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
     runner.load_data(profile, torch.device("cpu"))  # data errors surface before any training
     cells = [(s.name, b, seed)
              for s in schedules for b in profile.budgets for seed in profile.seeds]
-    with ExperimentLock(exp_dir):
+    with experiment_lock(exp_dir):
         update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
     write_baselines(exp_dir, profile)
 
@@ -207,7 +189,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
             tail = f" ({outcome.message})" if outcome.message else ""
             bar.message(f"{outcome.status:9s} {outcome.key}: {outcome.epochs_done} epochs"
                         f" in {outcome.seconds:.1f} s{tail}")
-        with ExperimentLock(exp_dir):
+        with experiment_lock(exp_dir):
             problems = write_tables(exp_dir)
         for problem in problems:
             bar.message(f"note: {problem}")
@@ -238,7 +220,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         signal.signal(signal.SIGTERM, previous_term)
         bar.close()
 
-    with ExperimentLock(exp_dir):
+    with experiment_lock(exp_dir):
         write_tables(exp_dir)
     counts = {}
     for o in outcomes:

@@ -1,15 +1,14 @@
 """Executing one training job: build, resume if possible, train, record atomically.
 
-``execute_job`` is a plain function of picklable arguments, so the same code runs in the
-driver process, in worker processes (``--jobs N``) and as a Ray task. It is the only writer of
-its run folder and holds an exclusive lock on it while it trains: the operating system drops
-the lock when the holder dies, so a killed run never blocks a restart.
+``execute_jobs`` is a plain function of picklable arguments, so the same code runs in the
+driver process, in worker processes (``--jobs N``) and as a Ray task. A job is the only
+writer of its run folder and holds an exclusive lock on it while it trains: the operating
+system drops the lock when the holder dies, so a killed run never blocks a restart.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import platform
 import subprocess
@@ -24,7 +23,7 @@ import torch
 from bench.config import to_dict
 from bench.experiment import Profile, config_hash
 from bench.plan import Job
-from bench.store import RunDir, StoreError, atomic_torch_save, atomic_write_json
+from bench.store import FileLock, RunDir, StoreError, atomic_torch_save, atomic_write_json
 from schedules import NamedSchedule
 from stforecast.datasets import load_dataset
 from stforecast.engine import Diverged, TrainConfig, Trainer, resolve_device, seed_everything
@@ -122,33 +121,6 @@ def git_commit() -> str | None:
         return None
 
 
-class RunLock:
-    """An exclusive, non-blocking ``flock`` on ``<run>/lock``; released when the holder dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            return False
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{platform.node()} {os.getpid()}\n".encode())
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
 def job_done(run: RunDir, job: Job, digest: str) -> tuple[bool, str | None]:
     """Whether the run folder already holds this job's complete result.
 
@@ -191,7 +163,7 @@ class RunSession:
         self.digest = config_hash(self.payload)
         self.done, self.problem = job_done(self.run, job, self.digest)
         self.notes = [self.problem] if self.problem else []
-        self.lock = RunLock(self.run.lock)
+        self.lock = FileLock(self.run.lock, blocking=False)
         self.trainer: Trainer | None = None
         self.start = time.perf_counter()
 
@@ -206,10 +178,7 @@ class RunSession:
         return JobOutcome(self.job.key, "skipped", status["epochs_done"], status.get("message", ""))
 
     def acquire(self) -> bool:
-        try:
-            return self.lock.acquire()
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.run.lock}: {exc.strerror or exc}") from exc
+        return self.lock.acquire()
 
     def locked(self) -> JobOutcome:
         return JobOutcome(self.job.key, "locked", 0,

@@ -16,9 +16,11 @@ over the target, so a reader (or a process killed mid-write) never sees half a f
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,46 @@ def _fmt(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)  # shortest exact round trip
     return "" if value is None else value
+
+
+class FileLock:
+    """An exclusive ``flock`` on a file; the operating system drops it when the holder dies,
+    so a killed process never leaves a stale lock behind. The holder's host and pid are
+    written into the file for whoever wonders who holds it."""
+
+    def __init__(self, path: Path, blocking: bool = True) -> None:
+        self.path, self.blocking = Path(path), blocking
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False if non-blocking and someone else holds it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{platform.node()} {os.getpid()}\n".encode())
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def read_json(path: Path) -> Any:

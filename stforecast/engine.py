@@ -38,7 +38,8 @@ class TrainConfig:
     eval_batch_size: int = 256
     grad_clip: float | None = 5.0       # max global gradient norm; None turns clipping off
     divergence_factor: float = 100.0    # a train loss above this x the target's std is divergence
-    autocast: str | None = None         # None, or "bf16" / "fp16" for mixed precision on CUDA
+    autocast: str | None = None         # None (float32) or "bf16": bfloat16 autocast
+    compile: bool = False               # torch.compile the model (pays off on GPUs)
 
 
 class Diverged(RuntimeError):
@@ -124,8 +125,9 @@ class Trainer:
         # Schedule-free optimizers keep two weight sequences and must be told which to use.
         self.optimizer_modes = callable(getattr(optimizer, "eval", None))
         self.loss_bound = self.config.divergence_factor * data.scaler.std
-        self._autocast_dtype = {None: None, "bf16": torch.bfloat16,
-                                "fp16": torch.float16}[self.config.autocast]
+        self._autocast_dtype = {None: None, "bf16": torch.bfloat16}[self.config.autocast]
+        if self.config.compile:
+            model.compile()  # in place: parameter names and checkpoints stay the same
 
     # -- the loop -----------------------------------------------------------------------
     def run_epoch(self) -> EpochRecord:

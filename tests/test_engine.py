@@ -117,3 +117,12 @@ def test_auto_device_is_cpu_without_cuda():
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_bf16_autocast_trains_close_to_float32(data):
+    fp32 = make_trainer(data, dropout=0.0).fit(2)
+    bf16 = make_trainer(data, dropout=0.0, config=TrainConfig(batch_size=32, autocast="bf16"))
+    bf16.fit(2)
+    for a, b in zip(fp32, bf16.records):
+        assert b.val["mae"] == pytest.approx(a.val["mae"], rel=0.05)
+    assert comparable(fp32) != comparable(bf16.records)  # it did run in another precision

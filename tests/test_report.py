@@ -1,0 +1,104 @@
+"""The report renders every section and figure; the regression gate passes and fails as it should."""
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.check import Check
+from bench.cli import main
+
+TINY = """
+description: tiny report profile
+dataset: {name: synthetic-la, options: {nodes: 8, days: 3, seed: 0}}
+model: {name: stid, options: {embed_dim: 8, node_dim: 8, tod_dim: 8, dow_dim: 8, num_layers: 1,
+        dropout: 0.0}}
+train: {batch_size: 64}
+schedules: seed,ablation,constant
+budgets: [6, 8]
+seeds: [0, 1]
+device: cpu
+threads: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    profile = root / "tiny.yaml"
+    profile.write_text(TINY)
+    assert main(["run", "--profile", str(profile), "--results", str(root / "results")]) == 0
+    return root
+
+
+def test_report_has_every_section_and_figure(experiment):
+    out = experiment / "reports"
+    assert main(["report", "--results", str(experiment / "results"), "--experiment", "tiny",
+                 "--out", str(out)]) == 0
+    text = (out / "tiny/report.md").read_text()
+    for heading in ("## The tuning note's claims, checked", "## Final test MAE",
+                    "## Test MAE at the best-validation epoch",
+                    "## Against the original configuration (`plateau`), paired by seed",
+                    "## What the gain is made of", "## Per horizon, RMSE and MAPE",
+                    "## Schedules", "## Time", "## Environment"):
+        assert heading in text, heading
+    for figure in ("lr.png", "mae.png", "final_mae.png"):
+        assert f"]({figure})" in text
+        assert (out / "tiny" / figure).stat().st_size > 10_000
+    assert "*historical average*" in text and "*persistence*" in text
+    assert "MultiStepLR lr is 1e-3 for epochs 0–29" in text
+    # The 2 x 2 ablation is filled in because the ablation group ran.
+    assert "The note's change (plateau → multistep)" in text
+
+
+def test_report_numbers_come_from_the_summary(experiment):
+    out = experiment / "reports2"
+    main(["report", "--results", str(experiment / "results"), "--experiment", "tiny",
+          "--out", str(out)])
+    text = (out / "tiny/report.md").read_text()
+    summary = pd.read_csv(experiment / "results/tiny/summary.csv")
+    cell = summary[(summary.schedule == "constant") & (summary.budget == 8)]["test_mae"]
+    expected = f"{cell.mean():.3f} ± {cell.std(ddof=1):.3f}"
+    assert expected in text
+
+
+def test_report_is_reproducible(experiment):
+    for name in ("r1", "r2"):
+        main(["report", "--results", str(experiment / "results"), "--experiment", "tiny",
+              "--out", str(experiment / name)])
+    assert (experiment / "r1/tiny/report.md").read_text() == \
+        (experiment / "r2/tiny/report.md").read_text()
+    assert (experiment / "r1/tiny/lr.png").read_bytes() == (experiment / "r2/tiny/lr.png").read_bytes()
+
+
+def scaled_baseline(experiment, factor) -> Path:
+    path = experiment / f"baseline-{factor}.csv"
+    assert main(["check", "--results", str(experiment / "results"), "--experiment", "tiny",
+                 "--write-baseline", str(path)]) == 0
+    df = pd.read_csv(path)
+    df["test_mae"] *= factor
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("factor,code", [(1.0, 0), (1.05, 0), (0.99, 0), (0.95, 1)])
+def test_gate_passes_equal_or_better_and_fails_worse(experiment, factor, code, capsys):
+    """factor < 1 makes the baseline better than the current results (a regression)."""
+    baseline = scaled_baseline(experiment, factor)
+    got = main(["check", "--results", str(experiment / "results"), "--experiment", "tiny",
+                "--baseline", str(baseline)])
+    captured = capsys.readouterr()
+    assert got == code
+    if code:
+        rows = list(csv.DictReader(open(baseline)))
+        assert captured.err.count("regression:") == len(rows)  # every cell named
+        assert "REGRESSION" in captured.out
+
+
+def test_check_objects_are_the_rule():
+    check = Check("plateau", 30, baseline=4.0, tolerance=0.02)
+    assert check.fails(4.08) is None
+    assert check.fails(3.5) is None
+    assert "plateau @ 30 epochs" in check.fails(4.09)
+    assert "no finished result" in check.fails(float("nan"))
