@@ -221,6 +221,103 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
             "steps": -(-len(starts) // bs)}
 
 
+def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dict]:
+    """Milliseconds per training step (per run) of the profile's model under each lever.
+
+    Each variant trains ``steps`` steps after a warm-up on the profile's data; the median step
+    time is reported beside the plain float32 baseline measured in the same call.
+    """
+    import statistics
+
+    from bench.runner import load_data
+    from stforecast.engine import seed_everything
+    from stforecast.fused import FusedTrainer
+    from stforecast.metrics import masked_mae
+    from stforecast.models import DataSpec, build_model
+
+    profile = load_profile(profile_name)
+    data = load_data(profile, torch.device("cpu"))
+    spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency,
+                    steps_per_day=1440 // data.dataset.interval_minutes)
+    bs = profile.train.batch_size
+    g = torch.Generator().manual_seed(0)
+    order = data.starts["train"][torch.randperm(data.num_windows("train"), generator=g)]
+    batches = [data.batch(order[i:i + bs]) for i in range(0, bs * 8, bs)]
+    threads_before = torch.get_num_threads()
+
+    def model():
+        seed_everything(0)
+        return build_model(profile.model.name, spec, profile.model.options)
+
+    def timed(step, n=steps) -> float:
+        for i in range(3):
+            step(i)
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            step(i)
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    def plain(autocast=None, compiled=False):
+        m = model()
+        if compiled:
+            m.compile()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+
+        def step(i):
+            x, y = batches[i % len(batches)]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+                pred = m(x).float()
+            loss = masked_mae(data.scaler.inverse(pred), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    rows = []
+    threads = profile.threads_per_run()
+    torch.set_num_threads(threads)
+    base = timed(plain())
+    rows.append(["float32, eager", threads, base])
+    all_threads = os.cpu_count() or 1
+    if all_threads != threads:
+        torch.set_num_threads(all_threads)
+        rows.append(["float32, eager", all_threads, timed(plain())])
+        torch.set_num_threads(threads)
+    rows.append(["bfloat16 autocast (changes results)", threads, timed(plain("bf16"))])
+    t0 = time.perf_counter()
+    compiled = plain(compiled=True)
+    compiled(0)
+    compile_s = time.perf_counter() - t0
+    rows.append([f"torch.compile ({compile_s:.0f} s to compile)", threads, timed(compiled)])
+    try:
+        from schedules import BUILTIN
+        from stforecast.engine import TrainConfig, Trainer
+
+        item = BUILTIN.get("constant")
+        members = []
+        for k in range(fuse):
+            m = model()
+            opt = item.spec.make_optimizer(m.parameters())
+            members.append(Trainer(m, opt, item.spec.build(opt, 2, 1), data, step_unit="epoch",
+                                   needs_metric=False, seed=k,
+                                   config=TrainConfig(batch_size=bs)))
+        fused = FusedTrainer(members)
+        t0 = time.perf_counter()
+        fused.run_epoch()
+        per_epoch = time.perf_counter() - t0
+        n_steps = -(-data.num_windows("train") // bs)
+        eval_share = members[0].records[-1].eval_seconds
+        rows.append([f"fused, {fuse} runs stacked with vmap (per run)", threads,
+                     1000 * (per_epoch - eval_share) / n_steps / fuse])
+    except ValueError as exc:
+        rows.append([f"fused: not available ({exc})", threads, float("nan")])
+    torch.set_num_threads(threads_before)
+    return [{"lever": r[0], "threads": r[1], "ms_per_step": r[2],
+             "ratio": r[2] / base} for r in rows]
+
+
 def model_speed(dataset: str, options: dict, data_dir: str | None, epochs: int = 2,
                 device: str = "cpu") -> list[dict]:
     """Parameters and seconds per training epoch / evaluation pass of every registered model."""
@@ -265,6 +362,8 @@ def render(result: dict) -> str:
     ]
     parts = [[k, f"{v * 1000:.1f}", f"{100 * v / b['total']:.1f} %"]
              for k, v in b["seconds"].items()]
+    levers = [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}", f"{r['ratio']:.2f}"]
+              for r in result["levers"]]
     return "\n".join([
         f"# Performance: profile `{result['profile']}`",
         "",
@@ -291,6 +390,10 @@ def render(result: dict) -> str:
         f"{b['steps']} steps)",
         "",
         md_table(["part", "ms / epoch", "share"], parts),
+        "",
+        "## Levers, per training step of one run",
+        "",
+        md_table(["lever", "threads", "ms / step", "ratio"], levers),
         "",
         "## Ratios",
         "",
@@ -331,8 +434,11 @@ def cmd_perf(args) -> int:
     memory = pipeline_memory()
     log("breakdown: one epoch")
     breakdown = epoch_breakdown(str(profile_path(args.profile)))
+    log("levers: threads, bfloat16, torch.compile, fused")
+    levers = lever_timings(str(profile_path(args.profile)))
     result = {
         "profile": profile_name, "grid": grid, "memory": memory, "breakdown": breakdown,
+        "levers": levers,
         "command": "python -m bench perf " + " ".join(args.argv),
         "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

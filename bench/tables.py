@@ -94,6 +94,21 @@ def _cell_summary(cell, rows: list[dict], status: dict | None) -> dict[str, Any]
     return out
 
 
+_RECORDS: dict[Path, tuple[tuple[int, int], list[dict]]] = {}
+
+
+def _cached_records(run: RunDir) -> list[dict]:
+    """A run's records, parsed again only when its file changed: the tables are rebuilt
+    after every finished job, and most runs have not changed since the last time."""
+    stat = run.records.stat()
+    key = (stat.st_mtime_ns, stat.st_size)
+    hit = _RECORDS.get(run.records)
+    if hit is None or hit[0] != key:
+        hit = (key, run.read_records())
+        _RECORDS[run.records] = hit
+    return hit[1]
+
+
 def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
     """Epoch rows, summary rows and problems (damaged files) for every cell of the grid."""
     grid = read_grid(exp_dir)
@@ -109,7 +124,7 @@ def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             try:
                 status = run.read_status()
                 if run.records.exists():
-                    rows = run.read_records()
+                    rows = _cached_records(run)
             except ValueError as exc:
                 problems.append(str(exc))
                 rows, status = [], None
@@ -126,8 +141,10 @@ def write_tables(exp_dir: Path) -> list[str]:
     """Rewrite ``epochs.csv`` and ``summary.csv`` atomically; return problems found."""
     epoch_rows, summary_rows, problems = collect(exp_dir)
     lead = list(EPOCH_KEYS)
-    cols = lead + [k for r in epoch_rows[:1] for k in r if k not in lead]
-    atomic_write_text(exp_dir / "epochs.csv", rows_to_csv(epoch_rows, cols if epoch_rows else
-                                                          lead + ["lr"]))
+    cols = dict.fromkeys(lead)
+    for row in epoch_rows:  # a union: fused runs add a column the others lack
+        cols.update(dict.fromkeys(row))
+    atomic_write_text(exp_dir / "epochs.csv",
+                      rows_to_csv(epoch_rows, list(cols) if epoch_rows else lead + ["lr"]))
     atomic_write_text(exp_dir / "summary.csv", rows_to_csv(summary_rows, SUMMARY_COLUMNS))
     return problems

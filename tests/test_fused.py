@@ -111,7 +111,10 @@ def test_fuse_option_end_to_end_matches_unfused(tmp_path):
     assert main(["run", "--profile", str(profile), "--results", str(tmp_path / "a")]) == 0
     assert main(["run", "--profile", str(profile), "--results", str(tmp_path / "b"),
                  "--fuse", "4"]) == 0
-    rows = [list(csv.DictReader(open(tmp_path / d / "tiny/epochs.csv"))) for d in "ab"]
+    rows = []
+    for d in "ab":
+        with open(tmp_path / d / "tiny/epochs.csv") as fh:
+            rows.append(list(csv.DictReader(fh)))
     assert len(rows[0]) == len(rows[1]) > 0
     for a, b in zip(*rows):
         assert (a["schedule"], a["budget"], a["seed"], a["epoch"]) == \

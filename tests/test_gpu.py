@@ -5,7 +5,7 @@ import torch
 
 from schedules import BUILTIN
 from stforecast.datasets import load_dataset
-from stforecast.engine import Trainer, TrainConfig, seed_everything
+from stforecast.engine import TrainConfig, Trainer, seed_everything
 from stforecast.fused import FusedTrainer
 from stforecast.models import DataSpec, build_model
 from stforecast.windows import WindowedData

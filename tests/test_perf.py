@@ -39,3 +39,5 @@ def test_perf_command_compares_both_ways(tmp_path, capsys, monkeypatch):
     assert grid["naive_epochs"] == 28 and grid["suite_epochs"] == 8 + 14
     assert set(result["breakdown"]["seconds"]) == {"data", "forward", "backward", "optimizer",
                                                    "evaluation", "io"}
+    levers = {r["lever"].split(" (")[0].split(",")[0] for r in result["levers"]}
+    assert {"float32", "bfloat16 autocast", "torch.compile", "fused"} <= levers

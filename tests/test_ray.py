@@ -61,8 +61,10 @@ def test_ray_executor_gives_the_local_records(setup):
 @pytest.mark.slow
 def test_killed_ray_worker_is_retried_and_the_grid_completes(setup):
     root, profile, local = setup
-    slow = root / "slow.yaml"  # longer epochs so the kill lands mid-run
-    slow.write_text(TINY.replace("batch_size: 16", "batch_size: 4"))
+    slow = root / "slow.yaml"  # one run with longer epochs, so the kill lands mid-run
+    slow.write_text(TINY.replace("batch_size: 16", "batch_size: 8")
+                    .replace("schedules: plateau,warmup_cosine", "schedules: plateau")
+                    .replace("budgets: [6, 10]", "budgets: [8]"))
     assert main(["run", "--profile", str(slow), "--results", str(root / "slow-local")]) == 0
     reference = metrics_only(read(root / "slow-local/slow/epochs.csv"))
 

@@ -1,4 +1,5 @@
-"""The report renders every section and figure; the regression gate passes and fails as it should."""
+"""The report renders every section and figure; the regression gate passes and fails as it
+should."""
 
 import csv
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_report_is_reproducible(experiment):
               "--out", str(experiment / name)])
     assert (experiment / "r1/tiny/report.md").read_text() == \
         (experiment / "r2/tiny/report.md").read_text()
-    assert (experiment / "r1/tiny/lr.png").read_bytes() == (experiment / "r2/tiny/lr.png").read_bytes()
+    lr1, lr2 = (experiment / "r1/tiny/lr.png"), (experiment / "r2/tiny/lr.png")
+    assert lr1.read_bytes() == lr2.read_bytes()
 
 
 def scaled_baseline(experiment, factor) -> Path:
@@ -91,7 +93,8 @@ def test_gate_passes_equal_or_better_and_fails_worse(experiment, factor, code, c
     captured = capsys.readouterr()
     assert got == code
     if code:
-        rows = list(csv.DictReader(open(baseline)))
+        with open(baseline) as fh:
+            rows = list(csv.DictReader(fh))
         assert captured.err.count("regression:") == len(rows)  # every cell named
         assert "REGRESSION" in captured.out
 
