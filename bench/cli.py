@@ -182,7 +182,7 @@ def cmd_run(args) -> int:
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
                               jobs=args.jobs, fuse=args.fuse)
-    validate_components(profile, str(profile_path(args.profile)))
+    profile = validate_components(profile, str(profile_path(args.profile)))
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":
         import torch

@@ -95,6 +95,8 @@ class Profile:
     def __post_init__(self) -> None:
         check_budgets(self.budgets)
         check_seeds(self.seeds)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not (1 <= self.jobs <= 256):
             raise ValueError(f"jobs must be in [1, 256], got {self.jobs}")
         if not (1 <= self.fuse <= 256):
@@ -106,8 +108,6 @@ class Profile:
         if self.threads is not None:
             return self.threads
         return max(1, (os.cpu_count() or 1) // self.jobs)
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 def check_budgets(budgets: tuple[int, ...]) -> None:
@@ -152,6 +152,11 @@ def profile_path(name_or_path: str) -> Path:
 def load_profile(name_or_path: str) -> Profile:
     path = profile_path(name_or_path)
     return from_dict(Profile, read_yaml(path), str(path))
+
+
+def load_resolved(name_or_path: str) -> Profile:
+    """A profile loaded and checked against the registries (see ``validate_components``)."""
+    return validate_components(load_profile(name_or_path), str(profile_path(name_or_path)))
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
@@ -222,9 +227,12 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
 
 
 # -- validation against the registries ------------------------------------------------------
-def validate_components(profile: Profile, where: str = "profile") -> None:
-    """Dataset and model names and their options exist and have the right types."""
+def validate_components(profile: Profile, where: str = "profile") -> Profile:
+    """The profile with dataset and model checked against the registries and their options
+    converted to the declared types; model options come back complete (every field of the
+    model's config), which is the resolved form saved with each run."""
     ds = profile.dataset
+    options = dict(ds.options)
     if ds.name not in dataset_names():
         if not is_path(ds.name):
             raise ConfigError(f"{where}: dataset.name: unknown dataset '{ds.name}'"
@@ -239,13 +247,15 @@ def validate_components(profile: Profile, where: str = "profile") -> None:
                                   f"'{ds.name}'{suggest(key, list(entry.options))}; options: "
                                   f"{', '.join(entry.options) or 'none'}")
             if key in hints:
-                convert(hints[key], value, where, f"dataset.options.{key}")
+                options[key] = convert(hints[key], value, where, f"dataset.options.{key}")
     if profile.model.name not in model_names():
         raise ConfigError(f"{where}: model.name: unknown model '{profile.model.name}'"
                           f"{suggest(profile.model.name, model_names())}; known: "
                           f"{', '.join(model_names())}")
-    from_dict(get_model(profile.model.name).config_cls, profile.model.options, where,
-              "model.options")
+    model_cfg = from_dict(get_model(profile.model.name).config_cls, profile.model.options,
+                          where, "model.options")
+    return replace(profile, dataset=replace(ds, options=options),
+                   model=replace(profile.model, options=to_dict(model_cfg)))
 
 
 # -- schedules from files -----------------------------------------------------------------
@@ -358,7 +368,3 @@ def config_hash(payload: dict) -> str:
     """Stable short hash of a resolved run config."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def profile_dict(profile: Profile) -> dict:
-    return to_dict(profile)

@@ -159,8 +159,9 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create results folder {exp_dir}: {exc.strerror or exc}") from exc
-    check_experiment(exp_dir, profile)
     runner.load_data(profile, torch.device("cpu"))  # data errors surface before any training
+    with experiment_lock(exp_dir):
+        check_experiment(exp_dir, profile)
     cells = [(s.name, b, seed)
              for s in schedules for b in profile.budgets for seed in profile.seeds]
     with experiment_lock(exp_dir):
@@ -275,6 +276,11 @@ def _run_pool(work, items, profile, exp_dir, jobs, bar, finished) -> None:
                     try:
                         outcomes = fut.result()
                     except StoreError:
+                        # The disk is full or unwritable for everyone: stop the others after
+                        # their epoch instead of letting them finish whole runs first.
+                        stop_event.set()
+                        for other in pending:
+                            other.cancel()
                         raise
                     except Exception as exc:  # a worker process died
                         outcomes = [runner.JobOutcome(job.key, "failed", 0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from bench.experiment import load_profile
+from bench.experiment import load_resolved
 from bench.store import atomic_write_text, rows_to_csv
 from schedules import BUILTIN
 from stforecast.datasets import load_dataset
@@ -65,7 +65,7 @@ def evaluate(model, loader, data, output_len) -> dict[str, float]:
 
 
 def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> None:
-    profile = load_profile(profile_name)
+    profile = load_resolved(profile_name)
     torch.set_num_threads(profile.threads_per_run())  # as the suite's runs: same arithmetic
     ds_cfg = profile.dataset
     dataset = load_dataset(ds_cfg.name, ds_cfg.data_dir, ds_cfg.options)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.experiment import load_profile, profile_path, resolve_schedules
+from bench.experiment import load_resolved, profile_path, resolve_schedules
 from bench.report import md_table
 from bench.store import atomic_write_json, atomic_write_text
 
@@ -86,7 +86,7 @@ def compare_records(naive: pd.DataFrame, suite: pd.DataFrame) -> tuple[bool, flo
 
 def grid_timing(profile_name: str, schedules: str, seeds: tuple[int, ...], jobs: int,
                 workdir: Path, log) -> dict:
-    profile = replace(load_profile(profile_name), schedules=schedules)
+    profile = replace(load_resolved(profile_name), schedules=schedules)
     items = resolve_schedules(profile)
     budgets = sorted(profile.budgets)
     naive_s, suite_s = 0.0, 0.0
@@ -159,7 +159,7 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
 
-    profile = load_profile(profile_name)
+    profile = load_resolved(profile_name)
     device = resolve_device(profile.device)
     data = load_data(profile, device)
     spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency,
@@ -235,7 +235,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dic
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
 
-    profile = load_profile(profile_name)
+    profile = load_resolved(profile_name)
     data = load_data(profile, torch.device("cpu"))
     spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency,
                     steps_per_day=1440 // data.dataset.interval_minutes)
@@ -423,7 +423,7 @@ def cmd_perf(args) -> int:
                           f"torch {torch.__version__}.\n\n{table}\n")
         return 0
     profile_name = profile_path(args.profile).stem
-    profile = load_profile(args.profile)
+    profile = load_resolved(args.profile)
     seeds = profile.seeds if args.seeds is None else tuple(range(args.seeds))
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:

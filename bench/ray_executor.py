@@ -7,7 +7,9 @@ mounts at the same path (the usual shared home or scratch of a Slurm cluster); t
 only reads run folders back to rebuild ``epochs.csv`` and ``summary.csv``, so it never
 writes a half-finished record.
 
-A task whose worker dies (killed, out of memory, node lost) is retried by Ray
+Ctrl-C once: a stop file in the experiment folder tells every task to save after its
+current epoch and return; twice: the driver exits and Ray ends the tasks, whose last epochs
+are on disk. A task whose worker dies (killed, out of memory, node lost) is retried by Ray
 (``max_retries``); the retry takes the run's lock, which the dead holder no longer has,
 and resumes from the last checkpoint written, ending with the records an uninterrupted run
 would have had. With no ``--address`` a local Ray instance is started, sized to this
@@ -18,25 +20,36 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+from pathlib import Path
 
 from bench import runner
 from bench.config import ConfigError
+from bench.store import StoreError
 
 TASK_RETRIES = 3
+# Graceful stop reaches tasks on any node through the shared experiment folder: each task
+# looks for this file after every epoch, saves and returns.
+STOP_FILE = ".stop"
 
 
 def _task(unit, items, profile, exp_dir, threads, queue):
     import torch
 
     torch.set_num_threads(threads)
+    stop_file = Path(exp_dir) / STOP_FILE
+
+    def should_stop() -> bool:
+        return stop_file.exists()
+
+    if should_stop():  # queued before the stop: start nothing
+        return [runner.JobOutcome(job.key, "interrupted", 0, "not started") for job in unit]
 
     def progress(event):
         # Progress is best effort: a full or vanished queue must not stop the work.
         with contextlib.suppress(Exception):
             queue.put_nowait(event)
 
-    return runner.execute_jobs(unit, items, profile, exp_dir, progress)
+    return runner.execute_jobs(unit, items, profile, exp_dir, progress, should_stop)
 
 
 def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_requested,
@@ -58,6 +71,8 @@ def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_
         env = {"env_vars": {"PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}}
         ray.init(address=address, runtime_env=env, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
+    stop_file = Path(exp_dir) / STOP_FILE
+    stop_file.unlink(missing_ok=True)
     try:
         queue = Queue(maxsize=10_000)
         task = ray.remote(_task).options(num_cpus=threads, num_gpus=gpus,
@@ -72,6 +87,12 @@ def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_
                 unit = pending.pop(ref)
                 try:
                     outcomes = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(getattr(exc, "cause", None), StoreError):
+                        raise StoreError(str(exc.cause)) from None
+                    outcomes = [runner.JobOutcome(job.key, "failed", 0,
+                                                  f"task raised {type(exc).__name__}")
+                                for job in unit]
                 except ray.exceptions.RayError as exc:
                     outcomes = [runner.JobOutcome(job.key, "failed", 0,
                                                   f"Ray task failed after {TASK_RETRIES} "
@@ -79,11 +100,9 @@ def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_
                                 for job in unit]
                 for outcome in outcomes:
                     finished(outcome)
-            if stop_requested():
-                for ref in pending:
-                    ray.cancel(ref)
-                time.sleep(poll_seconds)
-                break
+            if stop_requested() and not stop_file.exists():
+                stop_file.touch()  # running tasks finish their epoch; queued ones return
     finally:
+        stop_file.unlink(missing_ok=True)
         if started_here:
             ray.shutdown()

@@ -66,7 +66,10 @@ def load_results(exp_dir: str | Path) -> Results:
     grid = read_grid(exp_dir)
     experiment = {}
     if (exp_dir / "experiment.json").exists():
-        experiment = json.loads((exp_dir / "experiment.json").read_text())
+        try:
+            experiment = json.loads((exp_dir / "experiment.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{exp_dir / 'experiment.json'}: unreadable ({exc})") from None
     environment, run_config = {}, {}
     for cfg in sorted((exp_dir / "runs").glob("*/*/config.json")):
         try:

@@ -154,35 +154,52 @@ class Interrupted(Exception):
 
 
 class RunSession:
-    """One job while it executes: its run folder, lock, resolved config and trainer."""
+    """One job while it executes: its run folder, lock, resolved config and trainer.
+
+    ``open()`` takes the run's lock and only then looks at what the folder holds, so the
+    decision to skip, resume or redo a run is made by the process that will act on it.
+    """
 
     def __init__(self, job: Job, item: NamedSchedule, profile: Profile, exp_dir: str) -> None:
         self.job, self.item, self.profile = job, item, profile
         self.run = RunDir(Path(exp_dir) / "runs" / job.key)
         self.payload = run_payload(profile, item, job)
         self.digest = config_hash(self.payload)
-        self.done, self.problem = job_done(self.run, job, self.digest)
-        self.notes = [self.problem] if self.problem else []
         self.lock = FileLock(self.run.lock, blocking=False)
+        self.done, self.problem = False, None
+        self.notes: list[str] = []
         self.trainer: Trainer | None = None
+        self.fused = 1  # members trained together with this run
         self.start = time.perf_counter()
+
+    def open(self) -> JobOutcome | None:
+        """Lock the run and check its folder; an outcome when there is nothing to train."""
+        if not self.lock.acquire():
+            return JobOutcome(self.job.key, "locked", 0,
+                              f"{self.run.root} is being trained by another process")
+        self.done, self.problem = job_done(self.run, self.job, self.digest)
+        self.notes = [self.problem] if self.problem else []
+        if self.done:
+            self.lock.release()
+            status = self.run.read_status()
+            return JobOutcome(self.job.key, "skipped", status["epochs_done"],
+                              status.get("message", ""))
+        return None
+
+    def saved_epoch(self) -> int:
+        """The epoch training will resume from, read from the status file (no weights)."""
+        if self.problem is not None or not self.run.checkpoint.exists():
+            return 0
+        try:
+            return int((self.run.read_status() or {}).get("epochs_done", 0))
+        except ValueError:
+            return 0
 
     # -- outcomes -----------------------------------------------------------------------
     def outcome(self, status: str, message: str = "") -> JobOutcome:
         epochs = len(self.trainer.records) if self.trainer is not None else 0
         return JobOutcome(self.job.key, status, epochs, message,
                           time.perf_counter() - self.start, self.notes)
-
-    def skipped(self) -> JobOutcome:
-        status = self.run.read_status()
-        return JobOutcome(self.job.key, "skipped", status["epochs_done"], status.get("message", ""))
-
-    def acquire(self) -> bool:
-        return self.lock.acquire()
-
-    def locked(self) -> JobOutcome:
-        return JobOutcome(self.job.key, "locked", 0,
-                          f"{self.run.root} is being trained by another process")
 
     # -- training -----------------------------------------------------------------------
     def start_trainer(self) -> Trainer:
@@ -245,7 +262,8 @@ class RunSession:
     def finished(self) -> JobOutcome:
         self.run.write_records([r.row() for r in self.trainer.records])
         self.run.write_status(status="finished", config_hash=self.digest,
-                              epochs_done=self.trainer.epoch, target_epochs=self.job.epochs)
+                              epochs_done=self.trainer.epoch, target_epochs=self.job.epochs,
+                              fused=self.fused)
         return self.outcome("finished")
 
     def diverged(self, exc: Diverged) -> JobOutcome:
@@ -266,18 +284,9 @@ class RunSession:
         return self.outcome("failed", message)
 
 
-def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
-                progress=None, should_stop=None) -> JobOutcome:
-    """Train (or finish, or skip) one job; never raises for a training failure.
-
-    ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
-    epoch's state is on disk, and a true answer ends the job as ``interrupted``.
-    """
-    session = RunSession(job, item, profile, exp_dir)
-    if session.done:
-        return session.skipped()
-    if not session.acquire():
-        return session.locked()
+def run_session(session: RunSession, progress=None, should_stop=None) -> JobOutcome:
+    """Train an opened session to its target epoch; never raises for a training failure."""
+    job = session.job
     try:
         trainer = session.start_trainer()
 
@@ -301,41 +310,45 @@ def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
         session.lock.release()
 
 
+def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
+                progress=None, should_stop=None) -> JobOutcome:
+    """Train (or finish, or skip) one job.
+
+    ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
+    epoch's state is on disk, and a true answer ends the job as ``interrupted``.
+    """
+    session = RunSession(job, item, profile, exp_dir)
+    return session.open() or run_session(session, progress, should_stop)
+
+
 def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
-                  exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
+                 exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
     """Execute a unit of work: one job, or several of equal length trained at once with
     ``FusedTrainer`` (the profile's ``fuse`` > 1).
 
-    Members that are done or locked are reported as such; the rest must be at the same
-    epoch to fuse, otherwise (or for a model vmap cannot stack) each trains on its own.
+    Members that are done or locked are reported as such. The rest are fused when there are
+    at least two, they resume from the same epoch and the model can be stacked; otherwise
+    each trains on its own, still holding its lock.
     """
-    if len(jobs) == 1:
-        return [execute_job(jobs[0], items[jobs[0].schedule], profile, exp_dir, progress,
-                            should_stop)]
     outcomes: dict[str, JobOutcome] = {}
     sessions = []
     for job in jobs:
         session = RunSession(job, items[job.schedule], profile, exp_dir)
-        if session.done:
-            outcomes[job.key] = session.skipped()
-        elif not session.acquire():
-            outcomes[job.key] = session.locked()
+        early = session.open()
+        if early is not None:
+            outcomes[job.key] = early
         else:
             sessions.append(session)
-    by_trainer = {}
-    try:
+    if len(sessions) < 2 or len({s.saved_epoch() for s in sessions}) > 1 or \
+            not FusedTrainer.can_stack(profile.model.name):
         for session in sessions:
-            by_trainer[id(session.start_trainer())] = session
-        epochs = {s.trainer.epoch for s in sessions}
-        try:
-            fused = FusedTrainer([s.trainer for s in sessions]) if len(epochs) == 1 else None
-        except ValueError:
-            fused = None
-        if fused is None:  # not fusable: fall back to one run after another
-            for session in sessions:
-                session.lock.release()
-            return [outcomes.get(j.key) or execute_job(j, items[j.schedule], profile, exp_dir,
-                                                       progress, should_stop) for j in jobs]
+            outcomes[session.job.key] = run_session(session, progress, should_stop)
+        return [outcomes[j.key] for j in jobs]
+    try:
+        by_trainer = {id(s.start_trainer()): s for s in sessions}
+        for session in sessions:
+            session.fused = len(sessions)
+        fused = FusedTrainer([s.trainer for s in sessions])
         target = jobs[0].epochs
         while fused.members and fused.members[0].epoch < target:
             for trainer, result in fused.run_epoch():

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.config import ConfigError
 from bench.plan import Job
 from bench.store import (
     EPOCH_KEYS,
@@ -37,7 +38,16 @@ def read_grid(exp_dir: Path) -> dict[str, Any]:
     path = exp_dir / "grid.json"
     if not path.exists():
         return {"cells": [], "schedules": {}, "order": []}
-    return read_json(path)
+    try:
+        grid = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); restore it or move the experiment "
+                          f"folder aside") from None
+    if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list):
+        raise ConfigError(f"{path}: not a grid file (no 'cells' list)")
+    grid.setdefault("schedules", {})
+    grid.setdefault("order", [])
+    return grid
 
 
 def update_grid(exp_dir: Path, schedules: dict[str, dict], cells: list[tuple[str, int, int]]
@@ -45,7 +55,7 @@ def update_grid(exp_dir: Path, schedules: dict[str, dict], cells: list[tuple[str
     """Add schedules and (schedule, budget, seed) cells to ``grid.json``; return the union."""
     grid = read_grid(exp_dir)
     grid["schedules"].update(schedules)
-    grid["order"] = grid.get("order", []) + [s for s in schedules if s not in grid.get("order", [])]
+    grid["order"] += [s for s in schedules if s not in grid["order"]]
     known = {tuple(c) for c in grid["cells"]}
     grid["cells"] += [list(c) for c in cells if tuple(c) not in known]
     atomic_write_json(exp_dir / "grid.json", grid)

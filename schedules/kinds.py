@@ -18,7 +18,7 @@ as ``*_fraction``). Built-ins are composed (``LinearLR`` then ``CosineAnnealingL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -92,12 +92,10 @@ class Schedule:
         return self._build(optimizer, epochs, steps_per_epoch)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {"kind": self.kind, **asdict(self)}
 
 
-def _positive_int(name: str, value: int) -> None:
+def _non_negative_int(name: str, value: int) -> None:
     if int(value) != value or value < 0:
         raise ScheduleError(f"{name} must be a non-negative integer, got {value}")
 
@@ -129,8 +127,8 @@ class Plateau(Schedule):
         super().__post_init__()
         if not (0 < self.factor < 1):
             raise ScheduleError(f"factor must be in (0, 1), got {self.factor}")
-        _positive_int("patience", self.patience)
-        _positive_int("cooldown", self.cooldown)
+        _non_negative_int("patience", self.patience)
+        _non_negative_int("cooldown", self.cooldown)
         if self.min_lr < 0 or self.threshold < 0:
             raise ScheduleError("min_lr and threshold must be >= 0")
 
@@ -228,7 +226,7 @@ class WarmupCosine(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int("warmup_epochs", self.warmup_epochs)
+        _non_negative_int("warmup_epochs", self.warmup_epochs)
         if not (0 < self.warmup_start_factor <= 1):
             raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
                                 f"{self.warmup_start_factor}")
@@ -314,7 +312,7 @@ class WarmupStableDecay(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int("warmup_epochs", self.warmup_epochs)
+        _non_negative_int("warmup_epochs", self.warmup_epochs)
         if not (0 < self.warmup_start_factor <= 1):
             raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
                                 f"{self.warmup_start_factor}")
@@ -381,7 +379,7 @@ class ScheduleFree(Schedule):
         if self.optimizer != "schedulefree_adamw":
             raise ScheduleError("the schedulefree kind runs only with optimizer "
                                 "'schedulefree_adamw'")
-        _positive_int("warmup_epochs", self.warmup_epochs)
+        _non_negative_int("warmup_epochs", self.warmup_epochs)
 
     def _build(self, optimizer, epochs, steps_per_epoch):
         warm = self.warmup_epochs * steps_per_epoch

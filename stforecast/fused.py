@@ -20,12 +20,17 @@ import copy
 import math
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from stforecast.engine import Diverged, EpochRecord, Trainer, current_lr, sync
 from stforecast.metrics import HorizonMetrics, masked_mae
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 class FusedTrainer:
@@ -40,7 +45,7 @@ class FusedTrainer:
                 raise ValueError("fused members must share the dataset and the architecture")
             if t.config != first.config:
                 raise ValueError("fused members must share the training settings")
-            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in t.model.modules()):
+            if _has_batch_norm(t.model):
                 raise ValueError(f"{type(t.model).__name__} keeps batch-norm statistics, which "
                                  "vmap cannot update per member; train it unfused")
             if t.epoch != first.epoch:
@@ -50,6 +55,14 @@ class FusedTrainer:
         self.template = copy.deepcopy(first.model)  # structure only; weights come per member
         self.names = [n for n, _ in first.model.named_parameters()]
         self.buffer_names = [n for n, _ in first.model.named_buffers()]
+
+    @staticmethod
+    def can_stack(model_name: str) -> bool:
+        """Whether a registered model can be trained fused (no batch-norm statistics)."""
+        from stforecast.models import DataSpec, build_model
+
+        spec = DataSpec(num_nodes=4, adjacency=np.eye(4, dtype=np.float32))
+        return not _has_batch_norm(build_model(model_name, spec))
 
     def _stacked(self, members: list[Trainer]):
         params = {n: torch.stack([dict(t.model.named_parameters())[n] for t in members])
@@ -72,9 +85,9 @@ class FusedTrainer:
         t0 = time.perf_counter()
         lrs = [current_lr(t.optimizer) for t in members]
         lr_ends = list(lrs)
+        self.template.train()
         for t in members:
             t.model.train()
-            self.template.train()
             if t.optimizer_modes:
                 t.optimizer.train()
         loss_sums = torch.zeros(len(members), device=self.device)
@@ -115,10 +128,11 @@ class FusedTrainer:
                 results.append((t, Diverged(t.epoch, vals[k]["mae"])))
                 continue
             t.advance_schedule("epoch", vals[k]["mae"])
-            # Time is shared by the members; each record carries the whole group's seconds.
+            # The members share the time; each is charged its share, so sums stay honest.
+            share = 1 / len(members)
             record = EpochRecord(t.epoch, lrs[k], lr_ends[k], loss, vals[k], tests[k],
-                                 seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1,
-                                 extra={"fused": len(members)})
+                                 seconds=(t2 - t0) * share, train_seconds=(t1 - t0) * share,
+                                 eval_seconds=(t2 - t1) * share)
             t.records.append(record)
             t.epoch += 1
             results.append((t, record))

@@ -27,7 +27,11 @@ def null_mask(target: torch.Tensor, null_value: float) -> torch.Tensor:
 
 
 def masked_mae(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.0) -> torch.Tensor:
-    """Mean absolute error over observed targets; the training loss. 0 if nothing is observed."""
+    """Mean absolute error over observed targets; the training loss. 0 if nothing is observed.
+
+    This and the two functions below score one batch; evaluation over a whole split uses
+    ``HorizonMetrics``, which accumulates the same sums per horizon.
+    """
     mask = null_mask(target, null_value)
     err = torch.where(mask, (pred - target).abs(), torch.zeros_like(pred))
     return err.sum() / mask.sum().clamp_min(1)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stforecast.datasets.base import Dataset, observed
+from stforecast.datasets.base import DataError, Dataset, observed
 
 SPLITS = ("train", "val", "test")
 
@@ -109,7 +109,7 @@ class WindowedData:
         self.starts: dict[str, torch.Tensor] = {}
         for name, (lo, hi) in self.bounds.items():
             if hi - lo < span:
-                raise ValueError(
+                raise DataError(
                     f"split '{name}' has {hi - lo} steps, fewer than one window ({span}); "
                     f"use a longer series or other split fractions"
                 )

@@ -37,7 +37,8 @@ def bad_series_folder(tmp_path: Path, kind: str) -> str:
     folder = tmp_path / f"data_{kind}"
     folder.mkdir()
     n = 4
-    series = np.random.default_rng(0).uniform(30, 60, size=(200, n)).astype(np.float32)
+    steps = 100 if kind == "short" else 200  # 100 steps leave 10 for validation: no window
+    series = np.random.default_rng(0).uniform(30, 60, size=(steps, n)).astype(np.float32)
     adj = np.eye(n, dtype=np.float32)
     if kind == "shape":
         np.savez(folder / "data.npz", data=series[:, 0])
@@ -113,6 +114,11 @@ CASES = {
                                 "adj"),
     "real dataset absent": (lambda t: run_args(t, "--dataset", "metr-la", "--data-dir", str(t)),
                             "metr-la.h5"),
+    "bad device in profile": (lambda t: run_args(t, profile_text=GOOD.replace("device: cpu",
+                                                                              "device: gpu")),
+                              "device must be auto, cpu, cuda or cuda:N"),
+    "split too short": (lambda t: run_args(t, "--dataset", bad_series_folder(t, "short")),
+                        "fewer than one window"),
     "report of missing experiment": (lambda t: ["report", "--results", str(t), "--experiment",
                                                 "nothing"], "no such experiment folder"),
 }
@@ -190,3 +196,12 @@ def test_generated_configs_raise_only_the_suites_own_error(data):
         validate_components(profile, "generated.yaml")
     except ConfigError as exc:
         assert str(exc).startswith("generated.yaml: "), str(exc)
+
+
+def test_numbers_written_as_strings_are_converted_not_crashed(tmp_path):
+    # YAML 1.1 reads 1e-1 as a string; the options must reach the model and data as numbers.
+    text = GOOD.replace("model: {name: stid}", "model: {name: stid, options: {dropout: 1e-1}}")
+    text = text.replace("{nodes: 12, days: 3}", "{nodes: 12, days: 3, missing_share: 5e-2}")
+    assert main(run_args(tmp_path, profile_text=text)) == 0
+    config = next((tmp_path / "r/p/runs").glob("*/*/config.json")).read_text()
+    assert '"dropout": 0.1' in config and '"missing_share": 0.05' in config

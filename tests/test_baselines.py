@@ -35,7 +35,7 @@ def test_historical_average_is_the_training_mean_at_the_same_time_of_week():
 
 
 def test_historical_average_falls_back_when_a_weekday_is_unseen():
-    ds = dataset(days=7)  # training covers Monday..Friday morning only
+    ds = dataset(days=7)  # training covers Monday to Friday evening: no weekend
     data = WindowedData(ds)
     table = historical_average_table(data)
     lo, hi = data.bounds["train"]

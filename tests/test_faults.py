@@ -210,6 +210,32 @@ def test_full_disk_gives_one_clear_message_and_keeps_results(profile, tmp_path, 
     assert (results / "tiny/epochs.csv").read_text() == before
 
 
+def test_disk_full_in_the_middle_of_a_run_keeps_finished_epochs(profile, tmp_path, reference,
+                                                                monkeypatch, capsys):
+    import bench.store as store
+
+    results = tmp_path / "mid"
+    real_replace = store.os.replace
+    writes = {"records": 0}
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("records.csv"):
+            writes["records"] += 1
+            if writes["records"] > 4:  # the disk fills up after four epochs
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(store.os, "replace", replace)
+    code = main(["run", "--profile", str(profile), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    run = results / "tiny/runs/plateau/seed0"
+    assert len(read(run / "records.csv")) == 4  # what was written is intact
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    assert main(["run", "--profile", str(profile), "--results", str(results)]) == 0
+    assert metrics_only(read(results / "tiny/epochs.csv")) == reference
+
+
 def test_unwritable_results_folder(profile, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -99,6 +99,7 @@ def test_units_group_jobs_of_equal_length():
 
 def test_fuse_option_end_to_end_matches_unfused(tmp_path):
     import csv
+    import json
 
     from bench.cli import main
 
@@ -111,6 +112,8 @@ def test_fuse_option_end_to_end_matches_unfused(tmp_path):
     assert main(["run", "--profile", str(profile), "--results", str(tmp_path / "a")]) == 0
     assert main(["run", "--profile", str(profile), "--results", str(tmp_path / "b"),
                  "--fuse", "4"]) == 0
+    status = json.loads((tmp_path / "b/tiny/runs/plateau/seed0/status.json").read_text())
+    assert status["fused"] == 4  # it really trained fused, not one by one
     rows = []
     for d in "ab":
         with open(tmp_path / d / "tiny/epochs.csv") as fh:

@@ -67,12 +67,16 @@ def test_masked_values_do_not_change_the_metric():
     assert a.item() == b.item() == pytest.approx(1.5)
 
 
-def test_unmasked_mae_differs_when_targets_are_missing():
-    # The masked/unmasked confusion the metrics exist to avoid: a 0 target counts only unmasked.
-    target = torch.tensor([[50.0, 0.0]])
-    pred = torch.tensor([[52.0, 50.0]])
-    assert masked_mae(pred, target).item() == pytest.approx(2.0)
-    assert (pred - target).abs().mean().item() == pytest.approx(26.0)
+def test_missing_targets_are_ignored_by_split_metrics():
+    # The masked/unmasked confusion the metrics exist to avoid: a 0 target must not count.
+    target = torch.tensor([50.0, 0.0, 40.0]).reshape(1, 1, 3, 1).expand(2, 12, 3, 1)
+    pred = torch.tensor([52.0, 50.0, 40.0]).reshape(1, 1, 3, 1).expand(2, 12, 3, 1)
+    acc = HorizonMetrics(12, 0.0, torch.device("cpu"))
+    acc.update(pred, target)
+    got = acc.compute()
+    assert got["mae"] == pytest.approx(1.0) and got["mae_h12"] == pytest.approx(1.0)
+    assert got["rmse"] == pytest.approx(2 ** 0.5)
+    assert got["mape"] == pytest.approx(100 * (2 / 50) / 2)
 
 
 def test_all_missing_gives_zero_not_nan():

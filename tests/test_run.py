@@ -80,6 +80,7 @@ def test_rerun_skips_finished_runs_and_extends_shared_prefix(profile, tmp_path, 
     assert run(profile, tmp_path / "r", "--schedules", "plateau", "--seeds", "1",
                "--budgets", "6") == 0
     first = read(tmp_path / "r/tiny/epochs.csv")
+    first_seconds = [r["seconds"] for r in read(tmp_path / "r/tiny/runs/plateau/seed0/records.csv")]
     capsys.readouterr()
     assert run(profile, tmp_path / "r", "--schedules", "plateau", "--seeds", "1",
                "--budgets", "6") == 0
@@ -89,6 +90,9 @@ def test_rerun_skips_finished_runs_and_extends_shared_prefix(profile, tmp_path, 
                "--budgets", "6,8") == 0
     err = capsys.readouterr().err
     assert "finished  plateau/seed0: 8 epochs" in err
+    # The first 6 epochs were resumed, not retrained: their recorded timings are the old ones.
+    extended = read(tmp_path / "r/tiny/runs/plateau/seed0/records.csv")
+    assert [r["seconds"] for r in extended[:6]] == first_seconds
     rows = read(tmp_path / "r/tiny/epochs.csv")
     assert metrics_only([r for r in rows if r["budget"] == "6"]) == metrics_only(first)
     straight = tmp_path / "straight"

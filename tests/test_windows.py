@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stforecast.datasets import Dataset, time_index
+from stforecast.datasets import DataError, Dataset, time_index
 from stforecast.windows import SplitConfig, WindowedData, time_features
 
 
@@ -62,16 +62,24 @@ def test_batch_is_the_series_cut_by_index():
         np.testing.assert_allclose(x[b, :, :, 0].numpy(), expect, rtol=1e-5, atol=1e-6)
 
 
-def test_shuffled_batches_cover_each_training_window_once():
+def test_shuffled_batches_cover_each_training_window_once(monkeypatch):
     data = WindowedData(make_dataset())
-    g = torch.Generator().manual_seed(3)
     seen = []
-    for x, _ in data.batches("train", 32, g):
-        seen.append(x.shape[0])
-    assert sum(seen) == data.num_windows("train")
-    order1 = torch.randperm(10, generator=torch.Generator().manual_seed(3))
-    order2 = torch.randperm(10, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(order1, order2)
+    batch = data.batch
+    monkeypatch.setattr(data, "batch", lambda starts: (seen.append(starts.clone()),
+                                                       batch(starts))[1])
+
+    def epoch(seed):
+        seen.clear()
+        for _ in data.batches("train", 32, torch.Generator().manual_seed(seed)):
+            pass
+        return torch.cat(seen)
+
+    first = epoch(3)
+    assert sorted(first.tolist()) == data.starts["train"].tolist()  # each window exactly once
+    assert not torch.equal(first, data.starts["train"])  # shuffled
+    assert torch.equal(epoch(3), first)  # the same order for the same seed
+    assert not torch.equal(epoch(4), first)
 
 
 def test_time_features():
@@ -83,5 +91,5 @@ def test_time_features():
 
 
 def test_too_short_split_is_a_clear_error():
-    with pytest.raises(ValueError, match="fewer than one window"):
+    with pytest.raises(DataError, match="fewer than one window"):
         WindowedData(make_dataset(t=60))
