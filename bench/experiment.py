@@ -1,8 +1,9 @@
 """What an experiment is: a profile (dataset, model, training settings, grid) plus schedules.
 
-Profiles are small YAML files in ``bench/profiles/`` (``quick``, ``default``, ``paper``) or any
-path. Command-line flags override profile fields. Everything is validated here, before a
-dataset is loaded or a tensor allocated, so that a typo costs a second, not an hour.
+Profiles are small YAML files in ``bench/profiles/`` (``quick``, ``default``, ``los-loop``,
+``paper``) or any path. Command-line flags override profile fields. Everything is validated
+here, before a dataset is loaded or a tensor allocated, so that a typo costs a second, not an
+hour.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Layout of ``<results>/<experiment>/``::
 
     experiment.json        resolved dataset / model / training settings (guards mixing)
+    grid.json              every (schedule, budget, seed) cell asked for, and the schedules
     baselines.csv          historical average and persistence, val and test
     epochs.csv             one row per (schedule, budget, seed, epoch)
     summary.csv            one row per (schedule, budget, seed)

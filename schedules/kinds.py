@@ -95,6 +95,14 @@ class Schedule:
         return {"kind": self.kind, **asdict(self)}
 
 
+def _check_warmup(spec) -> None:
+    """The warmup fields shared by the kinds that ramp up linearly."""
+    _non_negative_int("warmup_epochs", spec.warmup_epochs)
+    if not (0 < spec.warmup_start_factor <= 1):
+        raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
+                            f"{spec.warmup_start_factor}")
+
+
 def _non_negative_int(name: str, value: int) -> None:
     if int(value) != value or value < 0:
         raise ScheduleError(f"{name} must be a non-negative integer, got {value}")
@@ -226,10 +234,7 @@ class WarmupCosine(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _non_negative_int("warmup_epochs", self.warmup_epochs)
-        if not (0 < self.warmup_start_factor <= 1):
-            raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
-                                f"{self.warmup_start_factor}")
+        _check_warmup(self)
         if not (0 <= self.min_lr < self.lr):
             raise ScheduleError(f"min_lr must be in [0, lr), got {self.min_lr}")
 
@@ -312,10 +317,7 @@ class WarmupStableDecay(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _non_negative_int("warmup_epochs", self.warmup_epochs)
-        if not (0 < self.warmup_start_factor <= 1):
-            raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
-                                f"{self.warmup_start_factor}")
+        _check_warmup(self)
         if not (0 < self.decay_fraction <= 1):
             raise ScheduleError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if not (0 <= self.min_lr < self.lr):
@@ -379,7 +381,7 @@ class ScheduleFree(Schedule):
         if self.optimizer != "schedulefree_adamw":
             raise ScheduleError("the schedulefree kind runs only with optimizer "
                                 "'schedulefree_adamw'")
-        _non_negative_int("warmup_epochs", self.warmup_epochs)
+        _check_warmup(self)
 
     def _build(self, optimizer, epochs, steps_per_epoch):
         warm = self.warmup_epochs * steps_per_epoch

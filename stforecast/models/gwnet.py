@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stforecast.graph import double_transition
-from stforecast.models.registry import DataSpec, check_input, register_model
+from stforecast.models.registry import DataSpec, check_input, register_model, require_adjacency
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,6 @@ class GWNetConfig:
     adaptive_adj: bool = True       # learn softmax(relu(E1 @ E2)) as an extra support
     node_emb_dim: int = 10          # width of E1, E2
     dropout: float = 0.3            # after each graph convolution
-
-
-def _graph_supports(spec: DataSpec, model: str) -> np.ndarray:
-    """``spec.adjacency`` checked for presence and shape."""
-    adj = spec.adjacency
-    if adj is None:
-        raise ValueError(f"model '{model}' needs a graph, but the dataset spec has no adjacency")
-    adj = np.asarray(adj, dtype=np.float32)
-    if adj.shape != (spec.num_nodes, spec.num_nodes):
-        raise ValueError(f"adjacency has shape {adj.shape}, expected "
-                         f"({spec.num_nodes}, {spec.num_nodes})")
-    return adj
 
 
 def _diffuse(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -155,7 +143,7 @@ class GWNet(nn.Module):
         if not 1 <= config.in_dim <= 3:
             raise ValueError(f"in_dim must be 1, 2 or 3 (input channels), got {config.in_dim}")
         self.config, self.spec = config, spec
-        adj = _graph_supports(spec, "gwnet")
+        adj = require_adjacency(spec, "gwnet")
         # [2, N, N]: forward and backward random-walk transition matrices
         self.register_buffer("transitions", torch.from_numpy(np.stack(double_transition(adj))),
                              persistent=False)

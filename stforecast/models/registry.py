@@ -80,6 +80,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def require_adjacency(spec: DataSpec, model: str) -> np.ndarray:
+    """``spec.adjacency`` as float32 ``[N, N]``; graph models cannot be built without it."""
+    adj = spec.adjacency
+    if adj is None:
+        raise ValueError(f"model '{model}' needs a graph, but the dataset spec has no adjacency")
+    adj = np.asarray(adj, dtype=np.float32)
+    if adj.shape != (spec.num_nodes, spec.num_nodes):
+        raise ValueError(f"adjacency has shape {adj.shape}, expected "
+                         f"({spec.num_nodes}, {spec.num_nodes})")
+    return adj
+
+
 def check_input(x, spec: DataSpec) -> None:
     """The one assertion of the layout at the model boundary."""
     if x.dim() != 4 or x.shape[1] != spec.input_len or x.shape[2] != spec.num_nodes:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stforecast.graph import scaled_laplacian
-from stforecast.models.registry import DataSpec, check_input, register_model
+from stforecast.models.registry import DataSpec, check_input, register_model, require_adjacency
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,7 @@ class STGCNConfig:
 
 def _laplacian(spec: DataSpec, model: str) -> np.ndarray:
     """The scaled Laplacian of ``spec.adjacency``, which must be present and ``[N, N]``."""
-    adj = spec.adjacency
-    if adj is None:
-        raise ValueError(f"model '{model}' needs a graph, but the dataset spec has no adjacency")
-    adj = np.asarray(adj, dtype=np.float32)
-    if adj.shape != (spec.num_nodes, spec.num_nodes):
-        raise ValueError(f"adjacency has shape {adj.shape}, expected "
-                         f"({spec.num_nodes}, {spec.num_nodes})")
-    return scaled_laplacian(adj)
+    return scaled_laplacian(require_adjacency(spec, model))
 
 
 def chebyshev_basis(lap: np.ndarray, ks: int) -> np.ndarray:
