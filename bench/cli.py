@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--seeds", type=int, help="first N seeds (default: the profile's)")
     perf.add_argument("--jobs", type=int, default=2, help="the suite's --jobs (default 2)")
     perf.add_argument("--out", default="reports", help="writes <out>/perf/<profile>.{json,md}")
+    perf.add_argument("--ray", action="store_true",
+                      help="instead: the profile's grid (one seed) through the local executor "
+                           "and through a local Ray instance")
     perf.add_argument("--models", action="store_true",
                       help="instead: parameters and seconds per epoch of every model")
     perf.add_argument("--dataset", default="synthetic-la",

@@ -318,6 +318,25 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dic
              "ratio": r[2] / base} for r in rows]
 
 
+def ray_overhead(profile_name: str, schedules: str = "all", seeds: str = "0-0") -> dict:
+    """Wall time of the same small grid through the local executor and a local Ray instance
+    (started by the command, as ``--executor ray`` without ``--address`` does)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for executor in ("local", "ray"):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", profile_name,
+                                   "--schedules", schedules, "--seeds", seeds, "--results",
+                                   str(Path(tmp) / executor), "--executor", executor],
+                                  env=_env(), capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{executor} run failed: {proc.stderr[-500:]}")
+            out[f"{executor}_seconds"] = time.perf_counter() - t0
+            out["runs"] = len(list((Path(tmp) / executor).glob("*/runs/*/*")))
+    out["overhead_per_run"] = (out["ray_seconds"] - out["local_seconds"]) / out["runs"]
+    return out
+
+
 def model_speed(dataset: str, options: dict, data_dir: str | None, epochs: int = 2,
                 device: str = "cpu") -> list[dict]:
     """Parameters and seconds per training epoch / evaluation pass of every registered model."""
@@ -404,6 +423,19 @@ def render(result: dict) -> str:
 
 
 def cmd_perf(args) -> int:
+    if args.ray:
+        r = ray_overhead(str(profile_path(args.profile)))
+        text = (f"Measured by `python -m bench perf {' '.join(args.argv)}`, "
+                f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs.\n\n"
+                + md_table(["executor", "seconds", "runs"],
+                           [["local", f"{r['local_seconds']:.1f}", str(r["runs"])],
+                            ["ray (local instance, started by the command)",
+                             f"{r['ray_seconds']:.1f}", str(r["runs"])]])
+                + f"\n\nOverhead per run: {r['overhead_per_run']:.2f} s (including Ray's "
+                f"start-up, spread over the runs).\n")
+        print(text)
+        atomic_write_text(Path(args.out) / "perf" / "ray.md", text)
+        return 0
     if args.models:
         rows = model_speed(args.dataset, {"nodes": 207, "days": 7, "seed": 0}
                            if args.dataset == "synthetic-la" else {}, args.data_dir,
