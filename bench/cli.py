@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--ray", action="store_true",
                       help="instead: the profile's grid (one seed) through the local executor "
                            "and through a local Ray instance")
+    perf.add_argument("--levers", action="store_true",
+                      help="instead: ms per training step of the profile's model under each "
+                           "lever (float32, bfloat16, torch.compile, fused) on --device")
+    perf.add_argument("--fuse", default="4", help="with --levers: runs stacked, e.g. 4,16")
     perf.add_argument("--models", action="store_true",
                       help="instead: parameters and seconds per epoch of every model")
     perf.add_argument("--dataset", default="synthetic-la",

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.config import ConfigError
 from bench.experiment import load_resolved, profile_path, resolve_schedules
 from bench.report import md_table
 from bench.store import atomic_write_json, atomic_write_text
@@ -221,41 +222,49 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
             "steps": -(-len(starts) // bs)}
 
 
-def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dict]:
+def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4,),
+                  device: str = "cpu") -> list[dict]:
     """Milliseconds per training step (per run) of the profile's model under each lever.
 
-    Each variant trains ``steps`` steps after a warm-up on the profile's data; the median step
-    time is reported beside the plain float32 baseline measured in the same call.
+    Each variant trains ``steps`` steps after a warm-up on the profile's data, resident on
+    ``device``; the median step time is reported beside the plain float32 baseline measured in
+    the same call. On CUDA each step is timed to its last kernel (synchronised), and fused rows
+    divide one stacked step of K runs by K.
     """
     import statistics
 
     from bench.runner import load_data
-    from stforecast.engine import seed_everything
+    from stforecast.engine import resolve_device, seed_everything
     from stforecast.fused import FusedTrainer
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
 
+    dev = resolve_device(device)
     profile = load_resolved(profile_name)
-    data = load_data(profile, torch.device("cpu"))
+    data = load_data(profile, dev)
     spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency,
                     steps_per_day=1440 // data.dataset.interval_minutes)
     bs = profile.train.batch_size
     g = torch.Generator().manual_seed(0)
-    order = data.starts["train"][torch.randperm(data.num_windows("train"), generator=g)]
+    order = data.starts["train"].cpu()[torch.randperm(data.num_windows("train"), generator=g)]
+    order = order.to(dev)
     batches = [data.batch(order[i:i + bs]) for i in range(0, bs * 8, bs)]
     threads_before = torch.get_num_threads()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def model():
         seed_everything(0)
-        return build_model(profile.model.name, spec, profile.model.options)
+        return build_model(profile.model.name, spec, profile.model.options).to(dev)
 
     def timed(step, n=steps) -> float:
         for i in range(3):
             step(i)
+        sync()
         times = []
         for i in range(n):
             t0 = time.perf_counter()
             step(i)
+            sync()
             times.append(time.perf_counter() - t0)
         return 1000 * statistics.median(times)
 
@@ -267,7 +276,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dic
 
         def step(i):
             x, y = batches[i % len(batches)]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast is not None):
                 pred = m(x).float()
             loss = masked_mae(data.scaler.inverse(pred), y)
             opt.zero_grad(set_to_none=True)
@@ -275,13 +284,32 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dic
             opt.step()
         return step
 
+    def fused_step(k):
+        from schedules import BUILTIN
+        from stforecast.engine import TrainConfig, Trainer
+
+        item = BUILTIN.get("constant")
+        members = []
+        for seed in range(k):
+            m = model()
+            opt = item.spec.make_optimizer(m.parameters())
+            members.append(Trainer(m, opt, item.spec.build(opt, 2, 1), data, step_unit="epoch",
+                                   needs_metric=False, seed=seed,
+                                   config=TrainConfig(batch_size=bs)))
+        fused = FusedTrainer(members)
+
+        def step(i):
+            x, y = batches[i % len(batches)]
+            fused.train_step(torch.stack([x] * k), torch.stack([y] * k))
+        return step
+
     rows = []
-    threads = profile.threads_per_run()
+    threads = profile.threads_per_run() if dev.type == "cpu" else torch.get_num_threads()
     torch.set_num_threads(threads)
     base = timed(plain())
     rows.append(["float32, eager", threads, base])
     all_threads = os.cpu_count() or 1
-    if all_threads != threads:
+    if dev.type == "cpu" and all_threads != threads:
         torch.set_num_threads(all_threads)
         rows.append(["float32, eager", all_threads, timed(plain())])
         torch.set_num_threads(threads)
@@ -289,33 +317,19 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: int = 4) -> list[dic
     t0 = time.perf_counter()
     compiled = plain(compiled=True)
     compiled(0)
+    sync()
     compile_s = time.perf_counter() - t0
     rows.append([f"torch.compile ({compile_s:.0f} s to compile)", threads, timed(compiled)])
-    try:
-        from schedules import BUILTIN
-        from stforecast.engine import TrainConfig, Trainer
-
-        item = BUILTIN.get("constant")
-        members = []
-        for k in range(fuse):
-            m = model()
-            opt = item.spec.make_optimizer(m.parameters())
-            members.append(Trainer(m, opt, item.spec.build(opt, 2, 1), data, step_unit="epoch",
-                                   needs_metric=False, seed=k,
-                                   config=TrainConfig(batch_size=bs)))
-        fused = FusedTrainer(members)
-        t0 = time.perf_counter()
-        fused.run_epoch()
-        per_epoch = time.perf_counter() - t0
-        n_steps = -(-data.num_windows("train") // bs)
-        eval_share = members[0].records[-1].eval_seconds
-        rows.append([f"fused, {fuse} runs stacked with vmap (per run)", threads,
-                     1000 * (per_epoch - eval_share) / n_steps / fuse])
-    except ValueError as exc:
-        rows.append([f"fused: not available ({exc})", threads, float("nan")])
+    for k in fuse:
+        try:
+            rows.append([f"fused, {k} runs stacked with vmap (per run)", threads,
+                         timed(fused_step(k)) / k])
+        except ValueError as exc:
+            rows.append([f"fused: not available ({exc})", threads, float("nan")])
+            break
     torch.set_num_threads(threads_before)
-    return [{"lever": r[0], "threads": r[1], "ms_per_step": r[2],
-             "ratio": r[2] / base} for r in rows]
+    return [{"lever": r[0], "threads": r[1], "ms_per_step": r[2], "ratio": r[2] / base,
+             "device": str(dev)} for r in rows]
 
 
 def ray_overhead(profile_name: str, schedules: str = "all", seeds: str = "0-0") -> dict:
@@ -422,6 +436,12 @@ def render(result: dict) -> str:
     ])
 
 
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+
+
 def cmd_perf(args) -> int:
     if args.ray:
         r = ray_overhead(str(profile_path(args.profile)))
@@ -435,6 +455,24 @@ def cmd_perf(args) -> int:
                 f"start-up, spread over the runs).\n")
         print(text)
         atomic_write_text(Path(args.out) / "perf" / "ray.md", text)
+        return 0
+    if args.levers:
+        try:
+            fuse = tuple(int(k) for k in args.fuse.split(","))
+        except ValueError:
+            raise ConfigError(f"--fuse: expected run counts like 4,16, got {args.fuse!r}") from None
+        if min(fuse) < 1:
+            raise ConfigError(f"--fuse: run counts must be at least 1, got {args.fuse!r}")
+        rows = lever_timings(str(profile_path(args.profile)), fuse=fuse, device=args.device)
+        table = md_table(["lever", "threads", "ms / step", "ratio"],
+                         [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}",
+                           f"{r['ratio']:.2f}"] for r in rows])
+        name = f"levers-{profile_path(args.profile).stem}-{rows[0]['device'].split(':')[0]}"
+        text = (f"Measured by `python -m bench perf {' '.join(args.argv)}`, "
+                f"{time.strftime('%Y-%m-%d')}, {_device_name(rows[0]['device'])}, "
+                f"torch {torch.__version__}.\n\n{table}\n")
+        print(text)
+        atomic_write_text(Path(args.out) / "perf" / f"{name}.md", text)
         return 0
     if args.models:
         rows = model_speed(args.dataset, {"nodes": 207, "days": 7, "seed": 0}
@@ -467,7 +505,7 @@ def cmd_perf(args) -> int:
     log("breakdown: one epoch")
     breakdown = epoch_breakdown(str(profile_path(args.profile)))
     log("levers: threads, bfloat16, torch.compile, fused")
-    levers = lever_timings(str(profile_path(args.profile)))
+    levers = lever_timings(str(profile_path(args.profile)), device=args.device)
     result = {
         "profile": profile_name, "grid": grid, "memory": memory, "breakdown": breakdown,
         "levers": levers,

@@ -72,10 +72,15 @@ class Schedule:
     # -- shared -------------------------------------------------------------------------
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         """The optimizer this spec was tuned with (Adam's weight decay is coupled L2)."""
+        params = list(params)
+        # On CUDA the single-kernel implementation: the same update rule, fewer launches.
+        fused = bool(params) and all(p.is_cuda for p in params) or None
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay,
+                                    fused=fused)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
+                                     fused=fused)
         import schedulefree
 
         # Warmup comes from the genuine scheduler below, not the optimizer's own counter;

@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from stforecast.engine import Diverged, EpochRecord, Trainer, current_lr, sync
-from stforecast.metrics import HorizonMetrics, masked_mae
+from stforecast.metrics import HorizonMetrics, masked_mae_stacked
 
 
 def _has_batch_norm(model: nn.Module) -> bool:
@@ -94,22 +94,9 @@ class FusedTrainer:
         steps = 0
         streams = [t.data.batches("train", self.config.batch_size, t.generator) for t in members]
         for batches in zip(*streams):
-            x = torch.stack([b[0] for b in batches])  # [K, B, L_in, N, C]
-            y = torch.stack([b[1] for b in batches])  # [K, B, L_out, N, 1]
-            params, buffers = self._stacked(members)
-            pred = self.data.scaler.inverse(self._forward(params, buffers, x, 0).float())
-            losses = torch.stack([masked_mae(pred[k], y[k], self.data.null_value)
-                                  for k in range(len(members))])
-            for t in members:
-                t.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # members are independent: each gets its own gradient
-            for k, t in enumerate(members):
-                if self.config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(t.model.parameters(), self.config.grad_clip)
-                lr_ends[k] = current_lr(t.optimizer)
-                t.optimizer.step()
-                t.advance_schedule("step")
-            loss_sums += losses.detach()
+            lr_ends = [current_lr(t.optimizer) for t in members]  # the rate this step uses
+            loss_sums += self.train_step(torch.stack([b[0] for b in batches]),
+                                         torch.stack([b[1] for b in batches]))
             steps += 1
         train_losses = (loss_sums / max(steps, 1)).tolist()
         sync(self.device)
@@ -138,6 +125,23 @@ class FusedTrainer:
             results.append((t, record))
         self.members = [t for t, r in results if isinstance(r, EpochRecord)]
         return results
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step of every member on its own batch, ``x`` ``[K, B, L_in, N, C]``
+        and ``y`` ``[K, B, L_out, N, 1]``; returns the K training losses (detached)."""
+        members = self.members
+        params, buffers = self._stacked(members)
+        pred = self.data.scaler.inverse(self._forward(params, buffers, x, 0).float())
+        losses = masked_mae_stacked(pred, y, self.data.null_value)
+        for t in members:
+            t.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # members are independent: each gets its own gradient
+        for t in members:
+            if self.config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(t.model.parameters(), self.config.grad_clip)
+            t.optimizer.step()
+            t.advance_schedule("step")
+        return losses.detach()
 
     def evaluate(self, split: str) -> list[dict[str, float]]:
         members = self.members

@@ -37,6 +37,16 @@ def masked_mae(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.0
     return err.sum() / mask.sum().clamp_min(1)
 
 
+def masked_mae_stacked(pred: torch.Tensor, target: torch.Tensor,
+                       null_value: float = 0.0) -> torch.Tensor:
+    """``masked_mae`` of each leading slice at once (``[K, ...]`` → ``[K]``): the losses of K
+    runs trained together, in one reduction instead of K."""
+    mask = null_mask(target, null_value)
+    err = torch.where(mask, (pred - target).abs(), torch.zeros_like(pred))
+    dims = tuple(range(1, target.dim()))
+    return err.sum(dims) / mask.sum(dims).clamp_min(1)
+
+
 def masked_rmse(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.0) -> torch.Tensor:
     mask = null_mask(target, null_value)
     err = torch.where(mask, (pred - target).square(), torch.zeros_like(pred))

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from stforecast.metrics import HorizonMetrics, masked_mae, masked_mape, masked_rmse
+from stforecast.metrics import (
+    HorizonMetrics,
+    masked_mae,
+    masked_mae_stacked,
+    masked_mape,
+    masked_rmse,
+)
 
 
 def reference(pred: np.ndarray, target: np.ndarray, null: float) -> dict[str, float]:
@@ -82,3 +88,14 @@ def test_missing_targets_are_ignored_by_split_metrics():
 def test_all_missing_gives_zero_not_nan():
     target = torch.zeros(2, 12, 3, 1)
     assert masked_mae(torch.ones_like(target), target).item() == 0.0
+
+
+def test_stacked_loss_is_each_slice_s_loss(rng):
+    pred = torch.tensor(rng.normal(50, 10, (4, 8, 12, 5, 1)), dtype=torch.float32)
+    target = torch.tensor(rng.normal(50, 10, (4, 8, 12, 5, 1)), dtype=torch.float32)
+    target[rng.random(target.shape) < 0.2] = 0.0
+    target[3] = 0.0  # one member with nothing observed scores 0, as masked_mae does
+    got = masked_mae_stacked(pred, target)
+    want = torch.stack([masked_mae(pred[k], target[k]) for k in range(4)])
+    assert got.shape == (4,)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
