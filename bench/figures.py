@@ -111,12 +111,19 @@ def mae_figure(res: Results, path: Path) -> None:
                 v = baseline(res, name, split)
                 if v is None:
                     continue
-                label = name.replace("_", " ")
+                # One legend (built from the first row) names both splits' values; a line is
+                # drawn only where it falls inside the axis.
+                label = None
+                if row == 0 and ax is axes[0][0]:
+                    vals = [baseline(res, name, sp) for sp in ("val", "test")]
+                    label = f"{name.replace('_', ' ')} (" + ", ".join(
+                        f"{sp} {x:.2f}" for sp, x in zip(("val", "test"), vals)
+                        if x is not None) + ")"
                 if v <= hi:
                     ax.axhline(v, color="black", linestyle=ls, linewidth=1, label=label)
-                else:  # off scale: keep it in the legend with its value
+                elif label:
                     ax.plot([], [], color="black", linestyle=ls, linewidth=1,
-                            label=f"{label} ({v:.2f}, off scale)")
+                            label=label + ", off scale")
             ax.set_ylim(lo, hi)
     fig.suptitle(f"MAE during training, mean ± std over seeds ({res.name})")
     _legend(fig, axes[0])

@@ -252,6 +252,17 @@ def _lr_at(res: Results, schedule: str, epoch: int) -> float | None:
     return float(df.groupby("budget")["lr"].mean().iloc[-1])
 
 
+def convergence_verdict(speed: float | None) -> str:
+    """Verdict on "2x faster": the measured ratio of epochs-to-target, plateau over multistep."""
+    if speed is None:
+        return "not measured (target not reached)"
+    if speed >= 2:
+        return "confirmed"
+    if speed >= 1.5:
+        return f"partly: faster, {speed:.2f}× not 2×"
+    return "refuted: not faster" if speed <= 1 else f"refuted: only {speed:.2f}× faster"
+
+
 def claims_section(res: Results) -> str:
     """The tuning note's claims beside the measurements, each with a verdict."""
     rows = []
@@ -324,7 +335,7 @@ def claims_section(res: Results) -> str:
                          f"epochs to a val MAE of {f3(target)} (within 1 % of the worse best): "
                          f"plateau {e_ref}, multistep {e_prop}"
                          + (f" → {speed:.2f}×" if speed else ""),
-                         "confirmed" if speed and speed >= 2 else "refuted"])
+                         convergence_verdict(speed)])
         for b in sorted(res.budgets):
             r = ranking(res, b)
             names = [s for s, _ in r]

@@ -105,3 +105,12 @@ def test_check_objects_are_the_rule():
     assert check.fails(3.5) is None
     assert "plateau @ 30 epochs" in check.fails(4.09)
     assert "no finished result" in check.fails(float("nan"))
+
+
+@pytest.mark.parametrize("speed, verdict", [
+    (None, "not measured"), (2.0, "confirmed"), (1.83, "partly"), (1.2, "refuted: only"),
+    (1.0, "refuted: not faster"), (0.7, "refuted: not faster")])
+def test_convergence_verdict_grades_the_measured_speedup(speed, verdict):
+    from bench.report import convergence_verdict
+
+    assert convergence_verdict(speed).startswith(verdict)
