@@ -154,6 +154,8 @@ def finished_experiment(tmp_path_factory) -> Path:
     ("schedule,budget,seeds,test_mae\nmultistep,6,1,3.0\n", "different grid"),
     ("schedule,budget,seeds,test_mae\nconstant,30,1,3.0\n", "different grid"),
     ("schedule,budget,seeds,test_mae\nconstant,6,3,3.0\n", "seed counts differ"),
+    ("schedule,budget,seeds,test_mae,test_mae_std\nconstant,6,1,3.0,-1\n", "test_mae_std"),
+    ("schedule,budget,seeds,test_mae,test_mae_std\nconstant,6,1,3.0,x\n", "test_mae_std"),
 ])
 def test_bad_baseline_exits_2(finished_experiment, tmp_path, capsys, text, fragment):
     baseline = write(tmp_path, "b.csv", text)

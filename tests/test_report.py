@@ -74,20 +74,27 @@ def test_report_is_reproducible(experiment):
     assert lr1.read_bytes() == lr2.read_bytes()
 
 
-def scaled_baseline(experiment, factor) -> Path:
-    path = experiment / f"baseline-{factor}.csv"
+def scaled_baseline(experiment, factor, spread: float | None = 0.0) -> Path:
+    """The results' own baseline with means times ``factor``; ``spread`` replaces the seed
+    spread column (0: held to the tolerance alone), None drops it."""
+    path = experiment / f"baseline-{factor}-{spread}.csv"
     assert main(["check", "--results", str(experiment / "results"), "--experiment", "tiny",
                  "--write-baseline", str(path)]) == 0
     df = pd.read_csv(path)
     df["test_mae"] *= factor
+    if spread is None:
+        df = df.drop(columns="test_mae_std")
+    else:
+        df["test_mae_std"] = spread
     df.to_csv(path, index=False)
     return path
 
 
+@pytest.mark.parametrize("spread", [0.0, None])
 @pytest.mark.parametrize("factor,code", [(1.0, 0), (1.05, 0), (0.99, 0), (0.95, 1)])
-def test_gate_passes_equal_or_better_and_fails_worse(experiment, factor, code, capsys):
+def test_gate_passes_equal_or_better_and_fails_worse(experiment, factor, code, spread, capsys):
     """factor < 1 makes the baseline better than the current results (a regression)."""
-    baseline = scaled_baseline(experiment, factor)
+    baseline = scaled_baseline(experiment, factor, spread)
     got = main(["check", "--results", str(experiment / "results"), "--experiment", "tiny",
                 "--baseline", str(baseline)])
     captured = capsys.readouterr()
@@ -99,12 +106,32 @@ def test_gate_passes_equal_or_better_and_fails_worse(experiment, factor, code, c
         assert "REGRESSION" in captured.out
 
 
+def test_gate_allows_the_seed_noise_of_the_baseline(experiment, capsys):
+    """5 % worse fails at a zero spread, passes where the seeds spread more than that."""
+    args = ["check", "--results", str(experiment / "results"), "--experiment", "tiny",
+            "--baseline"]
+    noisy = scaled_baseline(experiment, 0.95, spread=0.5)  # sqrt(2/2) * 0.5 MAE allowed
+    assert main(args + [str(noisy)]) == 0
+    written = experiment / "written.csv"
+    assert main(["check", "--results", str(experiment / "results"), "--experiment", "tiny",
+                 "--write-baseline", str(written)]) == 0
+    recorded = pd.read_csv(written)
+    summary = pd.read_csv(experiment / "results" / "tiny" / "summary.csv")
+    want = summary.groupby(["schedule", "budget"])["test_mae"].std().reset_index()
+    got = recorded.merge(want, on=["schedule", "budget"], suffixes=("", "_want"))
+    assert len(got) == len(recorded)
+    assert (got["test_mae_std"] - got["test_mae_want"]).abs().max() < 1e-12
+
+
 def test_check_objects_are_the_rule():
     check = Check("plateau", 30, baseline=4.0, tolerance=0.02)
     assert check.fails(4.08) is None
     assert check.fails(3.5) is None
     assert "plateau @ 30 epochs" in check.fails(4.09)
     assert "no finished result" in check.fails(float("nan"))
+    noisy = Check("plateau", 30, baseline=4.0, tolerance=0.02, noise=0.1)
+    assert noisy.fails(4.18) is None
+    assert "seed noise 0.1000" in noisy.fails(4.19)
 
 
 @pytest.mark.parametrize("speed, verdict", [
