@@ -28,7 +28,10 @@ REPORT_EXAMPLES = """examples:
 PERF_EXAMPLES = """examples:
   python -m bench perf --profile quick
   python -m bench perf --profile default --jobs 2
+  python -m bench perf --profile default --seeds 1
   python -m bench perf --models --dataset los-loop --data-dir ../shared/data
+  python -m bench perf --levers --profile gpu-synthetic --device cuda --fuse 4,16,32
+  python -m bench perf --ray --profile quick
 """
 
 CHECK_EXAMPLES = """examples:
@@ -95,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="time the grid against the naive reference",
                           epilog=PERF_EXAMPLES,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    perf.add_argument("--profile", default="quick", help="quick | default (default: quick)")
+    perf.add_argument("--profile", default="quick",
+                      help="a profile name or YAML path (default: quick)")
     perf.add_argument("--schedules", default="all")
     perf.add_argument("--seeds", type=int, help="first N seeds (default: the profile's)")
     perf.add_argument("--jobs", type=int, default=2, help="the suite's --jobs (default 2)")

@@ -41,3 +41,10 @@ def test_perf_command_compares_both_ways(tmp_path, capsys, monkeypatch):
                                                    "evaluation", "io"}
     levers = {r["lever"].split(" (")[0].split(",")[0] for r in result["levers"]}
     assert {"float32", "bfloat16 autocast", "torch.compile", "fused"} <= levers
+
+
+@pytest.mark.parametrize("fuse", ["a", "4,x", "0", "2,-1"])
+def test_levers_refuse_bad_run_counts(fuse, capsys):
+    assert main(["perf", "--levers", "--fuse", fuse]) == 2
+    err = capsys.readouterr().err
+    assert "--fuse" in err and "Traceback" not in err
