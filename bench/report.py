@@ -307,7 +307,8 @@ def claims_section(res: Results) -> str:
                              f"test MAE {f3(vc[20])} at epoch 20 → {f3(vc[-1])} at epoch "
                              f"{len(vc) - 1} ({gain:+.3f})",
                              "confirmed" if abs(gain) < 0.01 * vc[20] else
-                             "refuted: still changing"])
+                             ("refuted: still improving" if gain > 0 else
+                              "refuted: it gets worse (overfits)")])
 
     if REFERENCE in have and PROPOSAL in have:
         for b in sorted(res.budgets):
