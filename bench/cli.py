@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train the grid schedules x budgets x seeds",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--profile", default="default",
-                     help="quick | default | los-loop | paper, or a profile YAML path "
-                          "(default: default)")
+                     help="quick | default | los-loop | paper | gpu-synthetic, or a profile "
+                          "YAML path (default: default)")
     run.add_argument("--schedules", help="'all', a group (seed, ablation) or a comma list")
     run.add_argument("--budgets", help="epoch budgets, e.g. 30,60,100")
     run.add_argument("--seeds", help="N for seeds 0..N-1, or a list/range like 3,7 or 0-4")
