@@ -62,15 +62,20 @@ def _run_naive(profile: str, cells: list[tuple[str, int, int]], out: Path, jobs:
     return time.perf_counter() - t0
 
 
-def _run_suite(profile: str, schedules: str, seed: int, results: Path, jobs: int) -> float:
+def _bench_run(args: list[str], what: str = "suite") -> float:
+    """Seconds of one ``python -m bench run ARGS`` in a fresh process."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", profile,
-                           "--schedules", schedules, "--seeds", f"{seed}-{seed}", "--results",
-                           str(results), "--experiment", "perf", "--jobs", str(jobs)],
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", *args],
                           env=_env(), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"suite run failed: {proc.stderr[-500:]}")
+        raise RuntimeError(f"{what} run failed: {proc.stderr[-500:]}")
     return time.perf_counter() - t0
+
+
+def _run_suite(profile: str, schedules: str, seed: int, results: Path, jobs: int) -> float:
+    return _bench_run(["--profile", profile, "--schedules", schedules, "--seeds",
+                       f"{seed}-{seed}", "--results", str(results), "--experiment", "perf",
+                       "--jobs", str(jobs)])
 
 
 def compare_records(naive: pd.DataFrame, suite: pd.DataFrame) -> tuple[bool, float]:
@@ -156,7 +161,7 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
     from bench.runner import load_data
     from bench.store import RunDir, atomic_torch_save
     from schedules import BUILTIN
-    from stforecast.engine import TrainConfig, Trainer, resolve_device, seed_everything
+    from stforecast.engine import TrainConfig, Trainer, resolve_device, seed_everything, sync
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
 
@@ -174,10 +179,6 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
                  config=TrainConfig(**to_dict(profile.train)))
     tr.run_epoch()  # warm-up
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     parts = dict.fromkeys(("data", "forward", "backward", "optimizer", "evaluation", "io"), 0.0)
     g = torch.Generator().manual_seed(1)
     starts = data.starts["train"][torch.randperm(data.num_windows("train"), generator=g)]
@@ -186,19 +187,19 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
     for i in range(0, len(starts), bs):
         t0 = time.perf_counter()
         x, y = data.batch(starts[i:i + bs])
-        sync()
+        sync(device)
         t1 = time.perf_counter()
         loss = masked_mae(data.scaler.inverse(model(x)), y, data.null_value)
-        sync()
+        sync(device)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        sync()
+        sync(device)
         t3 = time.perf_counter()
         if profile.train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), profile.train.grad_clip)
         opt.step()
-        sync()
+        sync(device)
         t4 = time.perf_counter()
         parts["data"] += t1 - t0
         parts["forward"] += t2 - t1
@@ -207,7 +208,7 @@ def epoch_breakdown(profile_name: str, schedule: str = "constant") -> dict:
     t0 = time.perf_counter()
     tr.evaluate("val")
     tr.evaluate("test")
-    sync()
+    sync(device)
     parts["evaluation"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp))
@@ -234,7 +235,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     import statistics
 
     from bench.runner import load_data
-    from stforecast.engine import resolve_device, seed_everything
+    from stforecast.engine import resolve_device, seed_everything, sync
     from stforecast.fused import FusedTrainer
     from stforecast.metrics import masked_mae
     from stforecast.models import DataSpec, build_model
@@ -246,11 +247,10 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
                     steps_per_day=1440 // data.dataset.interval_minutes)
     bs = profile.train.batch_size
     g = torch.Generator().manual_seed(0)
-    order = data.starts["train"].cpu()[torch.randperm(data.num_windows("train"), generator=g)]
-    order = order.to(dev)
+    perm = torch.randperm(data.num_windows("train"), generator=g).to(dev)
+    order = data.starts["train"][perm]
     batches = [data.batch(order[i:i + bs]) for i in range(0, bs * 8, bs)]
     threads_before = torch.get_num_threads()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def model():
         seed_everything(0)
@@ -259,12 +259,12 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     def timed(step, n=steps) -> float:
         for i in range(3):
             step(i)
-        sync()
+        sync(dev)
         times = []
         for i in range(n):
             t0 = time.perf_counter()
             step(i)
-            sync()
+            sync(dev)
             times.append(time.perf_counter() - t0)
         return 1000 * statistics.median(times)
 
@@ -317,7 +317,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     t0 = time.perf_counter()
     compiled = plain(compiled=True)
     compiled(0)
-    sync()
+    sync(dev)
     compile_s = time.perf_counter() - t0
     rows.append([f"torch.compile ({compile_s:.0f} s to compile)", threads, timed(compiled)])
     for k in fuse:
@@ -338,14 +338,9 @@ def ray_overhead(profile_name: str, schedules: str = "all", seeds: str = "0-0") 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for executor in ("local", "ray"):
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", profile_name,
-                                   "--schedules", schedules, "--seeds", seeds, "--results",
-                                   str(Path(tmp) / executor), "--executor", executor],
-                                  env=_env(), capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{executor} run failed: {proc.stderr[-500:]}")
-            out[f"{executor}_seconds"] = time.perf_counter() - t0
+            out[f"{executor}_seconds"] = _bench_run(
+                ["--profile", profile_name, "--schedules", schedules, "--seeds", seeds,
+                 "--results", str(Path(tmp) / executor), "--executor", executor], executor)
             out["runs"] = len(list((Path(tmp) / executor).glob("*/runs/*/*")))
     out["overhead_per_run"] = (out["ray_seconds"] - out["local_seconds"]) / out["runs"]
     return out

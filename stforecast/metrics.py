@@ -26,14 +26,19 @@ def null_mask(target: torch.Tensor, null_value: float) -> torch.Tensor:
     return ok
 
 
+def _masked_abs_error(pred: torch.Tensor, target: torch.Tensor, null_value: float):
+    """``|pred - target|`` with unobserved targets zeroed, and the observed mask."""
+    mask = null_mask(target, null_value)
+    return torch.where(mask, (pred - target).abs(), torch.zeros_like(pred)), mask
+
+
 def masked_mae(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.0) -> torch.Tensor:
     """Mean absolute error over observed targets; the training loss. 0 if nothing is observed.
 
     This and the two functions below score one batch; evaluation over a whole split uses
     ``HorizonMetrics``, which accumulates the same sums per horizon.
     """
-    mask = null_mask(target, null_value)
-    err = torch.where(mask, (pred - target).abs(), torch.zeros_like(pred))
+    err, mask = _masked_abs_error(pred, target, null_value)
     return err.sum() / mask.sum().clamp_min(1)
 
 
@@ -41,8 +46,7 @@ def masked_mae_stacked(pred: torch.Tensor, target: torch.Tensor,
                        null_value: float = 0.0) -> torch.Tensor:
     """``masked_mae`` of each leading slice at once (``[K, ...]`` → ``[K]``): the losses of K
     runs trained together, in one reduction instead of K."""
-    mask = null_mask(target, null_value)
-    err = torch.where(mask, (pred - target).abs(), torch.zeros_like(pred))
+    err, mask = _masked_abs_error(pred, target, null_value)
     dims = tuple(range(1, target.dim()))
     return err.sum(dims) / mask.sum(dims).clamp_min(1)
 
