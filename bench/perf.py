@@ -437,11 +437,16 @@ def _device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
 
 
+def _measured_by(args, where: str) -> str:
+    """The first paragraph of a perf file: the command, the date and the machine."""
+    return (f"Measured by `python -m bench perf {' '.join(args.argv)}`, "
+            f"{time.strftime('%Y-%m-%d')}, {where}.\n\n")
+
+
 def cmd_perf(args) -> int:
     if args.ray:
         r = ray_overhead(str(profile_path(args.profile)))
-        text = (f"Measured by `python -m bench perf {' '.join(args.argv)}`, "
-                f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs.\n\n"
+        text = (_measured_by(args, f"{os.cpu_count()} CPUs")
                 + md_table(["executor", "seconds", "runs"],
                            [["local", f"{r['local_seconds']:.1f}", str(r["runs"])],
                             ["ray (local instance, started by the command)",
@@ -463,9 +468,8 @@ def cmd_perf(args) -> int:
                          [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}",
                            f"{r['ratio']:.2f}"] for r in rows])
         name = f"levers-{profile_path(args.profile).stem}-{rows[0]['device'].split(':')[0]}"
-        text = (f"Measured by `python -m bench perf {' '.join(args.argv)}`, "
-                f"{time.strftime('%Y-%m-%d')}, {_device_name(rows[0]['device'])}, "
-                f"torch {torch.__version__}.\n\n{table}\n")
+        text = _measured_by(args, f"{_device_name(rows[0]['device'])}, "
+                                  f"torch {torch.__version__}") + f"{table}\n"
         print(text)
         atomic_write_text(Path(args.out) / "perf" / f"{name}.md", text)
         return 0
@@ -482,10 +486,9 @@ def cmd_perf(args) -> int:
         print(table)
         out = Path(args.out) / "perf"
         atomic_write_json(out / "models.json", rows)
-        atomic_write_text(out / "models.md", f"Measured by `python -m bench perf "
-                          f"{' '.join(args.argv)}`, {time.strftime('%Y-%m-%d')}, "
-                          f"{platform.processor() or platform.machine()}, "
-                          f"torch {torch.__version__}.\n\n{table}\n")
+        atomic_write_text(out / "models.md", _measured_by(
+            args, f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+            + f"{table}\n")
         return 0
     profile_name = profile_path(args.profile).stem
     profile = load_resolved(args.profile)
