@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import ConfigError
-from bench.report import md_table
-from bench.results import load_results
+from bench.report.markdown import md_table
+from bench.report.results import load_results
 from bench.store import atomic_write_text, rows_to_csv
 
 BASELINE_COLUMNS = ["schedule", "budget", "seeds", "test_mae"]

@@ -15,6 +15,7 @@ RUN_EXAMPLES = """examples:
   python -m bench run --schedules all                      # default profile, 30/60/100 epochs
   python -m bench run --schedules seed --budgets 30 --seeds 5
   python -m bench run --schedules plateau,multistep --model gwnet --dataset metr-la --device cuda
+  python -m bench run --model examples/alternating.py:AlternatingNet --profile quick
   python -m bench run --config METR-LA_alternating.yaml    # a tuning note's own lr/milestones keys
   python -m bench run --schedule-file my_schedules.yaml --schedules all,my_cosine
   python -m bench run --profile default --jobs 2           # two runs at once, threads split
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schedules", help="'all', a group (seed, ablation) or a comma list")
     run.add_argument("--budgets", help="epoch budgets, e.g. 30,60,100")
     run.add_argument("--seeds", help="N for seeds 0..N-1, or a list/range like 3,7 or 0-4")
-    run.add_argument("--model", help="model name (see 'list')")
+    run.add_argument("--model", help="a model name (see 'list'), path/to/file.py:Class or "
+                                     "package.module:Class")
     run.add_argument("--dataset", help="dataset name or a path to your own files")
     run.add_argument("--data-dir", help="folder holding <dataset>/ files (default: $STBENCH_DATA "
                                         "or ./data)")
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.store import StoreError
     from schedules import ScheduleError
     from stforecast.datasets import DataError
+    from stforecast.models import ModelError
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "report":
-            from bench.report_cmd import cmd_report
+            from bench.report.command import cmd_report
 
             return cmd_report(args)
         if args.command == "check":
@@ -142,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list()
         if args.command == "perf":
-            from bench.perf import cmd_perf
+            from bench.perf.command import cmd_perf
 
             return cmd_perf(args)
-    except (ConfigError, DataError, ScheduleError) as exc:
+    except (ConfigError, DataError, ScheduleError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
@@ -159,16 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from bench.config import ConfigError
-    from bench.experiment import (
-        apply_overrides,
-        budget_notes,
-        load_profile,
-        note_config,
-        profile_path,
-        resolve_schedules,
-        validate_components,
-    )
-    from bench.grid import run_grid
+    from bench.driver import check_before_run, run_grid
+    from bench.note_config import note_config
+    from bench.overrides import apply_overrides
+    from bench.profile import load_profile, profile_path, validate_components
+    from bench.selection import budget_notes, resolve_schedules
     from schedules import BUILTIN
 
     if args.jobs is not None and args.jobs < 1:
@@ -194,7 +192,8 @@ def cmd_run(args) -> int:
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
                               jobs=args.jobs, fuse=args.fuse)
-    profile = validate_components(profile, str(profile_path(args.profile)))
+    where = "--model" if args.model else str(profile_path(args.profile))
+    profile = validate_components(profile, where)
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":
         import torch
@@ -207,18 +206,21 @@ def cmd_run(args) -> int:
     exp_dir = Path(args.results) / experiment
     for note in budget_notes(schedules, profile.budgets):
         print(f"note: {note}", file=sys.stderr)
+    checked = check_before_run(profile, schedules)  # before any folder is created
     print(f"experiment '{experiment}': {len(schedules)} schedules x budgets "
-          f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name}, "
-          f"dataset {profile.dataset.name} -> {exp_dir}/", file=sys.stderr)
-    return run_grid(profile, schedules, exp_dir, jobs=profile.jobs, executor=args.executor,
-                    address=args.address, shard_spec=args.shard)
+          f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name} "
+          f"({checked.parameters:,} parameters), dataset {profile.dataset.name} -> "
+          f"{exp_dir}/", file=sys.stderr)
+    return run_grid(profile, schedules, exp_dir, executor=args.executor, address=args.address,
+                    shard_spec=args.shard, checked=checked)
 
 
 def cmd_list() -> int:
-    from bench.experiment import load_profile, profile_names
+    from bench.profile import load_profile, profile_names
     from schedules import BUILTIN, KINDS
     from stforecast.datasets import dataset_names, get_dataset
     from stforecast.models import get_model, model_names
+    from stforecast.models.plugins import ENTRY_POINT_GROUP, entry_points
 
     print("schedules (python -m bench run --schedules NAME[,NAME...]):")
     width = max(len(n) for n in BUILTIN.names())
@@ -229,9 +231,15 @@ def cmd_list() -> int:
     for group, names in BUILTIN.groups().items():
         print(f"  {group:<{width}}  {', '.join(names)}")
     print(f"schedule kinds for --schedule-file: {', '.join(KINDS)}")
-    print("models (--model):")
+    print("models (--model NAME, path/to/file.py:Class or package.module:Class):")
     for name in model_names():
         print(f"  {name:<{width}}  {get_model(name).summary}")
+    plugged = entry_points()
+    print(f"plugged-in models (entry points '{ENTRY_POINT_GROUP}' of installed packages): "
+          + ("none" if not plugged else ""))
+    for name, ep in sorted(plugged.items()):
+        dist = getattr(ep.dist, "name", None) or "?"
+        print(f"  {name:<{width}}  {ep.value} (from {dist})")
     print("datasets (--dataset NAME, or a path to your own files):")
     for name in dataset_names():
         entry = get_dataset(name)

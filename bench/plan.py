@@ -37,6 +37,15 @@ class Job:
         return f"{self.schedule} seed {self.seed} ({budgets} ep)"
 
 
+def fold(schedule: str, budget_dependent: bool, seed: int, budgets) -> list[Job]:
+    """The folding rule, the one place it is written: the jobs that hold one schedule's
+    cells of one seed."""
+    budgets = tuple(sorted(budgets))
+    if budget_dependent:
+        return [Job(schedule, seed, b, (b,), False) for b in budgets]
+    return [Job(schedule, seed, budgets[-1], budgets, True)]
+
+
 def plan_jobs(schedules: list[NamedSchedule], budgets: tuple[int, ...],
               seeds: tuple[int, ...]) -> list[Job]:
     """Jobs in a stable order: by seed, then schedule, then budget.
@@ -44,15 +53,8 @@ def plan_jobs(schedules: list[NamedSchedule], budgets: tuple[int, ...],
     Seed-major order means an interrupted grid has complete schedule comparisons for the
     first seeds rather than every seed of the first schedules.
     """
-    budgets = tuple(sorted(budgets))
-    jobs = []
-    for seed in seeds:
-        for item in schedules:
-            if item.budget_dependent:
-                jobs += [Job(item.name, seed, b, (b,), False) for b in budgets]
-            else:
-                jobs.append(Job(item.name, seed, budgets[-1], budgets, True))
-    return jobs
+    return [job for seed in seeds for item in schedules
+            for job in fold(item.name, item.budget_dependent, seed, budgets)]
 
 
 def shard(jobs: list[Job], spec: str) -> list[Job]:

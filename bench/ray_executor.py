@@ -1,6 +1,6 @@
 """``--executor ray``: each job of the grid becomes a Ray task.
 
-A task calls the same ``runner.execute_job`` as the local executor, so skip-and-resume,
+A task calls the same ``bench.job.execute_jobs`` as the local executor, so skip-and-resume,
 per-run locks and atomic files behave identically. Workers write their run folders
 directly into the experiment folder, which must therefore be on a filesystem every node
 mounts at the same path (the usual shared home or scratch of a Slurm cluster); the driver
@@ -22,8 +22,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from bench import runner
 from bench.config import ConfigError
+from bench.job import JobOutcome, execute_jobs
 from bench.store import StoreError
 
 TASK_RETRIES = 3
@@ -42,14 +42,14 @@ def _task(unit, items, profile, exp_dir, threads, queue):
         return stop_file.exists()
 
     if should_stop():  # queued before the stop: start nothing
-        return [runner.JobOutcome(job.key, "interrupted", 0, "not started") for job in unit]
+        return [JobOutcome(job.key, "interrupted", 0, "not started") for job in unit]
 
     def progress(event):
         # Progress is best effort: a full or vanished queue must not stop the work.
         with contextlib.suppress(Exception):
             queue.put_nowait(event)
 
-    return runner.execute_jobs(unit, items, profile, exp_dir, progress, should_stop)
+    return execute_jobs(unit, items, profile, exp_dir, progress, should_stop)
 
 
 def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_requested,
@@ -90,11 +90,11 @@ def run_on_ray(work, items, profile, exp_dir, address, on_epoch, finished, stop_
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(getattr(exc, "cause", None), StoreError):
                         raise StoreError(str(exc.cause)) from None
-                    outcomes = [runner.JobOutcome(job.key, "failed", 0,
+                    outcomes = [JobOutcome(job.key, "failed", 0,
                                                   f"task raised {type(exc).__name__}")
                                 for job in unit]
                 except ray.exceptions.RayError as exc:
-                    outcomes = [runner.JobOutcome(job.key, "failed", 0,
+                    outcomes = [JobOutcome(job.key, "failed", 0,
                                                   f"Ray task failed after {TASK_RETRIES} "
                                                   f"retries: {type(exc).__name__}")
                                 for job in unit]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError
-from bench.plan import Job
+from bench.plan import Job, fold
 from bench.store import (
     EPOCH_KEYS,
     RunDir,
@@ -63,12 +63,11 @@ def update_grid(exp_dir: Path, schedules: dict[str, dict], cells: list[tuple[str
 
 
 def job_for(cell: tuple[str, int, int], grid: dict[str, Any]) -> Job:
-    """The training job that holds a cell's records."""
+    """The training job that holds a cell's records (``plan.fold`` over the grid's cells)."""
     schedule, budget, seed = cell
-    if grid["schedules"][schedule]["budget_dependent"]:
-        return Job(schedule, seed, budget, (budget,), False)
-    budgets = sorted({c[1] for c in grid["cells"] if c[0] == schedule and c[2] == seed})
-    return Job(schedule, seed, budgets[-1], tuple(budgets), True)
+    budgets = {c[1] for c in grid["cells"] if c[0] == schedule and c[2] == seed}
+    jobs = fold(schedule, grid["schedules"][schedule]["budget_dependent"], seed, budgets)
+    return next(job for job in jobs if budget in job.budgets)
 
 
 def _cell_summary(cell, rows: list[dict], status: dict | None) -> dict[str, Any]:
@@ -152,7 +151,7 @@ def write_tables(exp_dir: Path) -> list[str]:
     epoch_rows, summary_rows, problems = collect(exp_dir)
     lead = list(EPOCH_KEYS)
     cols = dict.fromkeys(lead)
-    for row in epoch_rows:  # a union: fused runs add a column the others lack
+    for row in epoch_rows:  # a union, in first-seen order
         cols.update(dict.fromkeys(row))
     atomic_write_text(exp_dir / "epochs.csv",
                       rows_to_csv(epoch_rows, list(cols) if epoch_rows else lead + ["lr"]))

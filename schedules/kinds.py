@@ -1,7 +1,8 @@
 """Schedule kinds: frozen specs that build genuine ``torch.optim.lr_scheduler`` objects.
 
-A kind carries its optimizer settings (``lr``, ``weight_decay``, ``optimizer``) and its own
-hyperparameters, and says three things the runner and engine need:
+A kind carries its optimizer settings (``lr``, ``weight_decay``, ``optimizer`` and that
+optimizer's own options) and its own hyperparameters, and says three things the runner and
+engine need:
 
 - ``step_unit``: ``"epoch"`` or ``"step"``, when the engine calls ``scheduler.step()``;
 - ``needs_metric``: whether ``step`` takes the validation loss (``ReduceLROnPlateau``);
@@ -17,6 +18,7 @@ as ``*_fraction``). Built-ins are composed (``LinearLR`` then ``CosineAnnealingL
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -24,7 +26,13 @@ from typing import Any, ClassVar
 import torch
 from torch.optim import lr_scheduler as lrs
 
-OPTIMIZERS = ("adam", "adamw", "schedulefree_adamw")
+OPTIMIZERS = ("adam", "adamw", "schedulefree_adamw", "sgd")
+ADAM_BETAS = (0.9, 0.999)  # torch's and schedulefree's default, so the default spec is theirs
+_WITH_BETAS = ("adam", "adamw", "schedulefree_adamw")
+_NAMES = {"adam": "Adam", "adamw": "AdamW", "schedulefree_adamw": "schedule-free AdamW",
+          "sgd": "SGD"}
+# Older torch has no fused SGD; there the multi-tensor default is the fastest there is.
+_SGD_FUSED = "fused" in inspect.signature(torch.optim.SGD).parameters
 
 
 class ScheduleError(ValueError):
@@ -33,11 +41,19 @@ class ScheduleError(ValueError):
 
 @dataclass(frozen=True)
 class Schedule:
-    """Base of every kind: optimizer settings shared by all."""
+    """Base of every kind: optimizer settings shared by all.
+
+    ``betas`` belong to the Adam family and ``momentum``/``nesterov`` to SGD; setting one for
+    the other optimizer is an error rather than silently ignored, so a spec says only what
+    its run does.
+    """
 
     lr: float
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    betas: tuple[float, float] = ADAM_BETAS
+    momentum: float = 0.0
+    nesterov: bool = False
 
     kind: ClassVar[str] = ""
     step_unit: ClassVar[str] = "epoch"
@@ -52,6 +68,35 @@ class Schedule:
         if self.optimizer not in OPTIMIZERS:
             raise ScheduleError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                                 f"got {self.optimizer!r}")
+        self._check_optimizer_options()
+
+    def _check_optimizer_options(self) -> None:
+        betas = self.betas
+        if (not isinstance(betas, (list, tuple)) or len(betas) != 2
+                or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            shown = list(betas) if isinstance(betas, (list, tuple)) else betas
+            raise ScheduleError(f"betas must be two numbers in [0, 1), got {shown!r}")
+        # A list (from code or YAML) would make the frozen spec unhashable.
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise ScheduleError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        # An int 0 from code would otherwise record (and hash) differently from YAML's 0.0.
+        object.__setattr__(self, "momentum", float(self.momentum))
+        if not isinstance(self.nesterov, bool):
+            raise ScheduleError(f"nesterov must be true or false, got {self.nesterov!r}")
+        if self.optimizer == "sgd":
+            if self.betas != ADAM_BETAS:
+                raise ScheduleError(f"betas applies to optimizer {', '.join(_WITH_BETAS)} "
+                                    f"only, got optimizer 'sgd'")
+            if self.nesterov and self.momentum == 0:
+                # torch.optim.SGD's own rule; raised here so a spec file fails at load time.
+                raise ScheduleError("nesterov needs momentum > 0 (optimizer 'sgd'), got "
+                                    "momentum 0")
+        else:
+            for name, default in (("momentum", 0.0), ("nesterov", False)):
+                if getattr(self, name) != default:
+                    raise ScheduleError(f"{name} applies to optimizer 'sgd' only, got "
+                                        f"optimizer {self.optimizer!r}")
 
     # -- what subclasses provide --------------------------------------------------------
     def _build(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
@@ -61,31 +106,75 @@ class Schedule:
         """Raise ``ScheduleError`` when the spec cannot run for ``epochs`` epochs."""
 
     def hyperparameters(self) -> str:
-        """Short text of the settings, for tables and ``bench list``."""
+        """Short text of the settings, for tables and ``bench list``.
+
+        Default optimizer options add nothing, so the text of existing specs stays the same.
+        """
         parts = [f"lr={self.lr:g}"]
         if self.weight_decay:
             parts.append(f"wd={self.weight_decay:g}")
         if self.optimizer != "adam":
             parts.append(self.optimizer)
+        if self.betas != ADAM_BETAS:
+            parts.append(f"betas=({self.betas[0]:g}, {self.betas[1]:g})")
+        if self.momentum:
+            parts.append(f"momentum={self.momentum:g}")
+        if self.nesterov:
+            parts.append("nesterov")
         return ", ".join(parts)
+
+    def optimizer_text(self) -> str:
+        """The optimizer in words, for a report's settings table.
+
+        Whether weight decay is coupled (L2 in the gradient) or decoupled is spelled out for
+        the Adam family, where it changes what a given ``weight_decay`` means.
+        """
+        first = self._momentum_text() if self.optimizer == "sgd" else self._betas_text()
+        wd = _short(self.weight_decay)
+        if not self.weight_decay:
+            decay = "no wd"
+        elif self.optimizer == "adam":
+            decay = f"coupled wd {wd}"
+        elif self.optimizer == "sgd":
+            decay = f"wd {wd}"
+        else:
+            decay = f"decoupled wd {wd}"
+        return f"{_NAMES[self.optimizer]} ({first}, {decay})"
+
+    def _betas_text(self) -> str:
+        return f"β={self.betas[0]:g}/{self.betas[1]:g}"
+
+    def _momentum_text(self) -> str:
+        if not self.momentum:
+            return "no momentum"
+        return f"momentum {self.momentum:g}" + (", Nesterov" if self.nesterov else "")
 
     # -- shared -------------------------------------------------------------------------
     def make_optimizer(self, params) -> torch.optim.Optimizer:
-        """The optimizer this spec was tuned with (Adam's weight decay is coupled L2)."""
+        """The optimizer this spec was tuned with (Adam's and SGD's weight decay is coupled L2).
+
+        Every option is passed explicitly, so the default spec builds exactly the ``Adam`` it
+        always has and earlier results reproduce bit for bit.
+        """
         params = list(params)
         # On CUDA the single-kernel implementation: the same update rule, fewer launches.
         fused = bool(params) and all(p.is_cuda for p in params) or None
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay,
-                                    fused=fused)
+            return torch.optim.Adam(params, lr=self.lr, betas=self.betas,
+                                    weight_decay=self.weight_decay, fused=fused)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
-                                     fused=fused)
+            return torch.optim.AdamW(params, lr=self.lr, betas=self.betas,
+                                     weight_decay=self.weight_decay, fused=fused)
+        if self.optimizer == "sgd":
+            extra = {"fused": fused} if _SGD_FUSED else {}
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                                   nesterov=self.nesterov, weight_decay=self.weight_decay,
+                                   **extra)
         import schedulefree
 
         # Warmup comes from the genuine scheduler below, not the optimizer's own counter;
         # both scale group["lr"] the same way, so the averaging weights are unchanged.
-        return schedulefree.AdamWScheduleFree(params, lr=self.lr,
+        return schedulefree.AdamWScheduleFree(params, lr=self.lr, betas=self.betas,
                                               weight_decay=self.weight_decay, warmup_steps=0)
 
     def build(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
@@ -106,6 +195,18 @@ def _check_warmup(spec) -> None:
     if not (0 < spec.warmup_start_factor <= 1):
         raise ScheduleError(f"warmup_start_factor must be in (0, 1], got "
                             f"{spec.warmup_start_factor}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(x: float) -> str:
+    """``5e-4`` rather than ``0.0005``: how weight decays are written in papers and notes."""
+    if x and abs(x) < 1e-2:
+        mantissa, exponent = f"{x:.12e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{x:g}"
 
 
 def _non_negative_int(name: str, value: int) -> None:
@@ -270,7 +371,9 @@ class WarmupCosine(Schedule):
 class OneCycle(Schedule):
     """``OneCycleLR`` (Smith 2018): up to ``lr`` over ``pct_start`` of steps, then annealed.
 
-    Adam's beta1 is cycled between 0.85 and 0.95 inversely to the lr, as torch does by default.
+    Adam's beta1 (SGD's momentum) is cycled between 0.85 and 0.95 inversely to the lr, as
+    torch does by default. A beta1 or momentum set in the spec would be overwritten by that
+    cycle, so setting one is an error rather than a setting the run silently ignores.
     """
 
     pct_start: float = 0.3
@@ -291,6 +394,19 @@ class OneCycle(Schedule):
         if self.anneal_strategy not in ("cos", "linear"):
             raise ScheduleError(f"anneal_strategy must be 'cos' or 'linear', got "
                                 f"{self.anneal_strategy!r}")
+        if self.betas[0] != ADAM_BETAS[0]:
+            raise ScheduleError(f"betas[0] has no effect with onecycle, which cycles it between "
+                                f"0.85 and 0.95; leave it at {ADAM_BETAS[0]:g}, got "
+                                f"{self.betas[0]:g}")
+        if self.momentum:
+            raise ScheduleError(f"momentum has no effect with onecycle, which cycles it between "
+                                f"0.85 and 0.95; leave it at 0, got {self.momentum:g}")
+
+    def _betas_text(self) -> str:
+        return f"β1 cycled 0.85-0.95, β2={self.betas[1]:g}"
+
+    def _momentum_text(self) -> str:
+        return "momentum cycled 0.85-0.95"
 
     def _build(self, optimizer, epochs, steps_per_epoch):
         return lrs.OneCycleLR(optimizer, max_lr=self.lr, epochs=epochs,

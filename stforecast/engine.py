@@ -4,10 +4,12 @@ The engine is handed a model, an optimizer and a scheduler object and is told tw
 the scheduler: whether it steps once per optimizer step or once per epoch, and whether its
 ``step`` takes the validation loss (``ReduceLROnPlateau``). It knows no schedule by name.
 
-Per epoch: shuffled training batches from the run's seed, masked MAE loss on the original
-scale, gradient clipping, optimizer step, then validation and test evaluation under
-``torch.inference_mode`` and one ``EpochRecord``. ``advance_schedule`` is the only code
-that steps the scheduler.
+Per epoch: shuffled training batches from the run's seed, each a ``train_step`` (masked MAE
+loss on the original scale, backward, ``apply_gradients``: clipping, optimizer step, a
+per-step schedule step), then validation and test evaluation under ``torch.inference_mode``
+and ``close_epoch`` (divergence check, epoch-level schedule step, one ``EpochRecord``). The
+fused path (``stforecast.fused``) reuses ``apply_gradients`` and ``close_epoch`` per member;
+``advance_schedule`` is the only code that steps the scheduler.
 
 A run is reproducible on CPU: the shuffling generator and the global RNG (dropout) are part of
 ``state_dict()``, so a run restored from a state continues exactly as if never stopped.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -67,7 +69,6 @@ class EpochRecord:
     seconds: float
     train_seconds: float
     eval_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         """Flat form: ``val_mae``, ``test_mae_h3``, ..."""
@@ -77,7 +78,6 @@ class EpochRecord:
         out.update({f"test_{k}": v for k, v in self.test.items()})
         out.update(seconds=self.seconds, train_seconds=self.train_seconds,
                    eval_seconds=self.eval_seconds)
-        out.update(self.extra)
         return out
 
 
@@ -131,47 +131,81 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def run_epoch(self) -> EpochRecord:
-        """Train one epoch, evaluate, step an epoch-level schedule, return the record."""
+        """Train one epoch, evaluate, close the epoch (see ``close_epoch``)."""
         sync(self.device)
         t0 = time.perf_counter()
-        lr = current_lr(self.optimizer)
-        self.model.train()
-        if self.optimizer_modes:
-            self.optimizer.train()
+        lr = lr_end = current_lr(self.optimizer)
+        self.train_mode()
         loss_sum = torch.zeros((), device=self.device)
         steps = 0
-        lr_end = lr
         for x, y in self.data.batches("train", self.config.batch_size, self.generator):
-            with self._autocast():
-                pred = self.data.scaler.inverse(self.model(x).float())
-            loss = masked_mae(pred, y, self.data.null_value)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            lr_end = current_lr(self.optimizer)
-            self.optimizer.step()
-            self.advance_schedule("step")
-            loss_sum += loss.detach()
+            lr_end = current_lr(self.optimizer)  # the rate this step uses
+            loss_sum += self.train_step(x, y)
             steps += 1
         train_loss = float(loss_sum) / max(steps, 1)  # the one host sync of the epoch
         sync(self.device)
         t1 = time.perf_counter()
-        if not math.isfinite(train_loss) or train_loss > self.loss_bound:
-            raise Diverged(self.epoch, train_loss)
-
         val = self.evaluate("val")
         test = self.evaluate("test")
+        sync(self.device)
+        t2 = time.perf_counter()
+        return self.close_epoch(lr, lr_end, train_loss, val, test, (t2 - t0, t1 - t0, t2 - t1))
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch; returns the (detached) training loss."""
+        loss = self.forward_loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.apply_gradients()
+        return loss.detach()
+
+    def forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Masked MAE of the model's prediction for ``x`` against ``y``, in original units."""
+        with self.autocast():
+            pred = self.model(x)
+        return self.loss(pred, y)
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a scaled prediction ``[B, T_out, N, 1]``."""
+        return masked_mae(self.data.scaler.inverse(pred.float()), y, self.data.null_value)
+
+    def apply_gradients(self) -> None:
+        """Clip, step the optimizer and a per-step schedule: everything after ``backward``
+        (the fused path computes gradients its own way and then calls this per member)."""
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.advance_schedule("step")
+
+    def close_epoch(self, lr: float, lr_end: float, train_loss: float, val: dict[str, float],
+                    test: dict[str, float], seconds: tuple[float, float, float]) -> EpochRecord:
+        """The one place an epoch ends, for single and fused runs alike: the divergence
+        check, the epoch-level schedule step and the record.
+
+        ``seconds`` is (total, training, evaluation). Raises ``Diverged`` when the training
+        loss is non-finite or above the bound, or the validation MAE is non-finite.
+        """
+        if not math.isfinite(train_loss) or train_loss > self.loss_bound:
+            raise Diverged(self.epoch, train_loss)
         if not math.isfinite(val["mae"]):
             raise Diverged(self.epoch, val["mae"])
         self.advance_schedule("epoch", val["mae"])
-        sync(self.device)
-        t2 = time.perf_counter()
-        record = EpochRecord(self.epoch, lr, lr_end, train_loss, val, test,
-                             seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1)
+        total, train_s, eval_s = seconds
+        record = EpochRecord(self.epoch, lr, lr_end, train_loss, val, test, seconds=total,
+                             train_seconds=train_s, eval_seconds=eval_s)
         self.records.append(record)
         self.epoch += 1
         return record
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.optimizer_modes:
+            self.optimizer.train()
+
+    def eval_mode(self) -> None:
+        self.model.eval()
+        if self.optimizer_modes:
+            self.optimizer.eval()
 
     def advance_schedule(self, unit: StepUnit, val_loss: float | None = None) -> None:
         """The single place the scheduler is stepped."""
@@ -186,13 +220,11 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Masked metrics over all windows of a split, overall and per horizon."""
-        self.model.eval()
-        if self.optimizer_modes:
-            self.optimizer.eval()
+        self.eval_mode()
         acc = HorizonMetrics(self.data.split.output_len, self.data.null_value, self.device)
         with torch.inference_mode():
             for x, y in self.data.batches(split, self.config.eval_batch_size):
-                with self._autocast():
+                with self.autocast():
                     pred = self.data.scaler.inverse(self.model(x).float())
                 acc.update(pred, y)
         return acc.compute()
@@ -205,7 +237,8 @@ class Trainer:
                 on_epoch(self, record)
         return self.records
 
-    def _autocast(self):
+    def autocast(self):
+        """The training setting's autocast context (a disabled one for float32)."""
         if self._autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)

@@ -7,8 +7,9 @@ its own optimizer and its own genuine torch scheduler. This is an option, not th
 on a CPU the batched kernels were measured no faster than running the members one by one.
 
 Each member is an ordinary ``Trainer``; the fused loop replaces only how a step's forward and
-backward are computed. Per member, the batch order, the loss, gradient clipping, the
-optimizer step and the scheduler step are exactly those of ``Trainer.run_epoch``, so a member's
+backward are computed. Per member, the batch order, the loss, ``Trainer.apply_gradients``
+(clipping, optimizer step, per-step schedule) and ``Trainer.close_epoch`` (divergence,
+epoch-level schedule step, record) are exactly those of ``Trainer.run_epoch``, so a member's
 records match its standalone run up to the rounding of batched versus single matrix
 products (tested on CPU). Dropout masks are drawn per member by vmap and therefore differ
 from a standalone run's; models with batch-norm statistics (Graph WaveNet) are refused.
@@ -17,10 +18,8 @@ from a standalone run's; models with batch-norm statistics (Graph WaveNet) are r
 from __future__ import annotations
 
 import copy
-import math
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -29,7 +28,8 @@ from stforecast.engine import Diverged, EpochRecord, Trainer, current_lr, sync
 from stforecast.metrics import HorizonMetrics, masked_mae_stacked
 
 
-def _has_batch_norm(model: nn.Module) -> bool:
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether a model keeps batch-norm statistics, which vmap cannot update per member."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -45,7 +45,7 @@ class FusedTrainer:
                 raise ValueError("fused members must share the dataset and the architecture")
             if t.config != first.config:
                 raise ValueError("fused members must share the training settings")
-            if _has_batch_norm(t.model):
+            if has_batch_norm(t.model):
                 raise ValueError(f"{type(t.model).__name__} keeps batch-norm statistics, which "
                                  "vmap cannot update per member; train it unfused")
             if t.epoch != first.epoch:
@@ -55,14 +55,6 @@ class FusedTrainer:
         self.template = copy.deepcopy(first.model)  # structure only; weights come per member
         self.names = [n for n, _ in first.model.named_parameters()]
         self.buffer_names = [n for n, _ in first.model.named_buffers()]
-
-    @staticmethod
-    def can_stack(model_name: str) -> bool:
-        """Whether a registered model can be trained fused (no batch-norm statistics)."""
-        from stforecast.models import DataSpec, build_model
-
-        spec = DataSpec(num_nodes=4, adjacency=np.eye(4, dtype=np.float32))
-        return not _has_batch_norm(build_model(model_name, spec))
 
     def _stacked(self, members: list[Trainer]):
         params = {n: torch.stack([dict(t.model.named_parameters())[n] for t in members])
@@ -87,9 +79,7 @@ class FusedTrainer:
         lr_ends = list(lrs)
         self.template.train()
         for t in members:
-            t.model.train()
-            if t.optimizer_modes:
-                t.optimizer.train()
+            t.train_mode()
         loss_sums = torch.zeros(len(members), device=self.device)
         steps = 0
         streams = [t.data.batches("train", self.config.batch_size, t.generator) for t in members]
@@ -105,24 +95,15 @@ class FusedTrainer:
         vals, tests = self.evaluate("val"), self.evaluate("test")
         sync(self.device)
         t2 = time.perf_counter()
-        results = []
+        share = 1 / len(members)  # members share the time; sums over runs stay honest
+        seconds = ((t2 - t0) * share, (t1 - t0) * share, (t2 - t1) * share)
+        results: list[tuple[Trainer, EpochRecord | Diverged]] = []
         for k, t in enumerate(members):
-            loss = train_losses[k]
-            if not math.isfinite(loss) or loss > t.loss_bound:
-                results.append((t, Diverged(t.epoch, loss)))
-                continue
-            if not math.isfinite(vals[k]["mae"]):
-                results.append((t, Diverged(t.epoch, vals[k]["mae"])))
-                continue
-            t.advance_schedule("epoch", vals[k]["mae"])
-            # The members share the time; each is charged its share, so sums stay honest.
-            share = 1 / len(members)
-            record = EpochRecord(t.epoch, lrs[k], lr_ends[k], loss, vals[k], tests[k],
-                                 seconds=(t2 - t0) * share, train_seconds=(t1 - t0) * share,
-                                 eval_seconds=(t2 - t1) * share)
-            t.records.append(record)
-            t.epoch += 1
-            results.append((t, record))
+            try:
+                results.append((t, t.close_epoch(lrs[k], lr_ends[k], train_losses[k], vals[k],
+                                                 tests[k], seconds)))
+            except Diverged as exc:
+                results.append((t, exc))
         self.members = [t for t, r in results if isinstance(r, EpochRecord)]
         return results
 
@@ -131,31 +112,30 @@ class FusedTrainer:
         and ``y`` ``[K, B, L_out, N, 1]``; returns the K training losses (detached)."""
         members = self.members
         params, buffers = self._stacked(members)
-        pred = self.data.scaler.inverse(self._forward(params, buffers, x, 0).float())
-        losses = masked_mae_stacked(pred, y, self.data.null_value)
+        with members[0].autocast():
+            out = self._forward(params, buffers, x, 0)  # [K, B, L_out, N, 1]
+        losses = masked_mae_stacked(self.data.scaler.inverse(out.float()), y,
+                                    self.data.null_value)
         for t in members:
             t.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # members are independent: each gets its own gradient
         for t in members:
-            if self.config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(t.model.parameters(), self.config.grad_clip)
-            t.optimizer.step()
-            t.advance_schedule("step")
+            t.apply_gradients()
         return losses.detach()
 
     def evaluate(self, split: str) -> list[dict[str, float]]:
         members = self.members
         for t in members:
-            t.model.eval()
-            if t.optimizer_modes:
-                t.optimizer.eval()
+            t.eval_mode()
         self.template.eval()
         accs = [HorizonMetrics(self.data.split.output_len, self.data.null_value, self.device)
                 for _ in members]
         with torch.inference_mode():
             params, buffers = self._stacked(members)
             for x, y in self.data.batches(split, self.config.eval_batch_size):
-                pred = self.data.scaler.inverse(self._forward(params, buffers, x, None).float())
+                with members[0].autocast():
+                    out = self._forward(params, buffers, x, None)
+                pred = self.data.scaler.inverse(out.float())
                 for k, acc in enumerate(accs):
                     acc.update(pred[k], y)
         return [acc.compute() for acc in accs]

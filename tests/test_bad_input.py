@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench.cli import main
 from bench.config import ConfigError, from_dict
-from bench.experiment import Profile, validate_components
+from bench.profile import Profile, validate_components
 
 GOOD = """
 description: ok
@@ -66,7 +66,7 @@ CASES = {
                        "train.batch_size: expected an integer"),
     "unknown model option": (lambda t: run_args(t, profile_text=GOOD.replace(
         "model: {name: stid}", "model: {name: stid, options: {dropuot: 0.1}}")),
-        "model.options.dropuot: unknown key (did you mean 'dropout'?)"),
+        "model 'stid': unknown option 'dropuot' (did you mean 'dropout'?)"),
     "dataset option type": (lambda t: run_args(t, profile_text=GOOD.replace(
         "nodes: 12", "nodes: many")), "dataset.options.nodes: expected an integer"),
     "unknown schedule": (lambda t: run_args(t, "--schedules", "plateu"),

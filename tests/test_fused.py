@@ -18,7 +18,7 @@ def data():
     return WindowedData(load_dataset("synthetic-la", options={"nodes": 8, "days": 3}))
 
 
-def member(data, schedule, seed, model="stid", options=OPTIONS, epochs=8):
+def member(data, schedule, seed, model="stid", options=OPTIONS, epochs=8, autocast=None):
     item = BUILTIN.get(schedule)
     seed_everything(seed)
     spec = DataSpec(num_nodes=data.num_nodes, adjacency=data.dataset.adjacency)
@@ -27,7 +27,7 @@ def member(data, schedule, seed, model="stid", options=OPTIONS, epochs=8):
     steps = -(-data.num_windows("train") // 32)
     return Trainer(m, opt, item.spec.build(opt, epochs, steps), data,
                    step_unit=item.spec.step_unit, needs_metric=item.spec.needs_metric,
-                   seed=seed, config=TrainConfig(batch_size=32))
+                   seed=seed, config=TrainConfig(batch_size=32, autocast=autocast))
 
 
 CASES = [("plateau", 0), ("warmup_cosine", 1), ("onecycle", 2), ("schedulefree", 0)]
@@ -47,6 +47,17 @@ def test_each_member_matches_its_standalone_run(data):
             for key in ("mae", "mae_h3", "mae_h12", "rmse"):
                 assert got.val[key] == pytest.approx(want.val[key], rel=1e-4)
                 assert got.test[key] == pytest.approx(want.test[key], rel=1e-4)
+
+
+def test_fused_members_train_under_the_autocast_setting(data):
+    """A fused bf16 run computes in bfloat16 as its standalone run does, not in float32."""
+    alone = member(data, "constant", 0, autocast="bf16").fit(1)[0]
+    plain = FusedTrainer([member(data, "constant", s) for s in (0, 1)]).run_epoch()[0][1]
+    bf16 = FusedTrainer([member(data, "constant", s, autocast="bf16")
+                         for s in (0, 1)]).run_epoch()[0][1]
+    assert bf16.train_loss != plain.train_loss
+    assert bf16.train_loss == pytest.approx(alone.train_loss, rel=2e-2)
+    assert abs(bf16.train_loss - alone.train_loss) < abs(plain.train_loss - alone.train_loss)
 
 
 def test_stgcn_members_match_too(data):

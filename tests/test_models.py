@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stforecast.models import DataSpec, build_model, count_parameters, make_config, model_names
+from stforecast.models import DataSpec, ModelError, build_model, count_parameters, model_names
 from stforecast.models.registry import get_model
 from stforecast.models.stgcn import chebyshev_basis
 
@@ -107,8 +107,8 @@ def test_same_seed_same_output(name):
 
 @pytest.mark.parametrize("name", model_names())
 def test_unknown_config_key_raises(name):
-    with pytest.raises(KeyError, match="no_such_option"):
-        make_config(name, {"no_such_option": 1})
+    with pytest.raises(ModelError, match="unknown option 'no_such_option'.*accepted: "):
+        build_model(name, _spec(), {"no_such_option": 1})
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -21,7 +21,7 @@ threads: 1
 
 @pytest.mark.slow
 def test_perf_command_compares_both_ways(tmp_path, capsys, monkeypatch):
-    import bench.perf as perf
+    import bench.perf.command as perf
 
     # The memory probe builds full METR-LA-size data; keep this test small.
     monkeypatch.setattr(perf, "pipeline_memory", lambda: {

@@ -138,6 +138,6 @@ def test_check_objects_are_the_rule():
     (None, "not measured"), (2.0, "confirmed"), (1.83, "partly"), (1.2, "refuted: only"),
     (1.0, "refuted: not faster"), (0.7, "refuted: not faster")])
 def test_convergence_verdict_grades_the_measured_speedup(speed, verdict):
-    from bench.report import convergence_verdict
+    from bench.report.note_study import convergence_verdict
 
     assert convergence_verdict(speed).startswith(verdict)

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from schedules import BUILTIN, KINDS, NamedSchedule, Registry, ScheduleError
-from schedules.kinds import MultiStep, Plateau, WarmupCosine, WarmupStableDecay
+from schedules.kinds import (
+    Constant,
+    MultiStep,
+    OneCycle,
+    Plateau,
+    ScheduleFree,
+    WarmupCosine,
+    WarmupStableDecay,
+)
 
 STEPS = 7  # optimizer steps per epoch in these tests
 
@@ -195,7 +203,7 @@ def test_seed_schedules_are_exactly_the_notes():
     (lambda: Plateau(lr=1e-3, factor=1.5), "factor"),
     (lambda: WarmupCosine(lr=1e-3, min_lr=1e-2), "min_lr"),
     (lambda: WarmupStableDecay(lr=1e-3, decay_fraction=0.0), "decay_fraction"),
-    (lambda: Plateau(lr=1e-3, optimizer="sgd"), "optimizer"),
+    (lambda: Plateau(lr=1e-3, optimizer="rmsprop"), "optimizer"),
 ])
 def test_invalid_specs_raise(make, match):
     with pytest.raises(ScheduleError, match=match):
@@ -213,3 +221,145 @@ def test_genuine_torch_scheduler_objects():
         sched = item.spec.build(item.spec.make_optimizer([p]), 30, 5)
         assert isinstance(sched, (torch.optim.lr_scheduler.LRScheduler,
                                   torch.optim.lr_scheduler.ReduceLROnPlateau))
+
+
+# -- the optimizer as part of the spec ------------------------------------------------------
+def _groups(opt):
+    """param_groups without the tensors, for comparing two optimizers' settings."""
+    return [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("spec,cls,options", [
+    (Constant(lr=1e-3, weight_decay=5e-4, betas=(0.8, 0.99)), torch.optim.Adam,
+     {"betas": (0.8, 0.99), "weight_decay": 5e-4}),
+    (Constant(lr=1e-3, weight_decay=0.01, optimizer="adamw", betas=(0.9, 0.98)),
+     torch.optim.AdamW, {"betas": (0.9, 0.98), "weight_decay": 0.01}),
+    (Constant(lr=0.1, weight_decay=5e-4, optimizer="sgd", momentum=0.9, nesterov=True),
+     torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "dampening": 0}),
+    (Constant(lr=0.1, optimizer="sgd"), torch.optim.SGD, {"momentum": 0.0, "nesterov": False}),
+])
+def test_each_optimizer_is_the_genuine_torch_class_with_its_options(spec, cls, options):
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = spec.make_optimizer([p])
+    assert type(opt) is cls
+    (group,) = opt.param_groups
+    assert group["params"] == [p] and group["lr"] == spec.lr
+    assert {k: group[k] for k in options} == options
+
+
+def test_schedulefree_gets_its_betas():
+    import schedulefree
+
+    spec = ScheduleFree(lr=1e-3, weight_decay=5e-4, betas=(0.95, 0.99))
+    opt = spec.make_optimizer([torch.nn.Parameter(torch.zeros(2))])
+    assert type(opt) is schedulefree.AdamWScheduleFree
+    group = opt.param_groups[0]
+    assert (group["betas"], group["weight_decay"], group["warmup_steps"]) == ((0.95, 0.99),
+                                                                            5e-4, 0)
+
+
+@pytest.mark.parametrize("item", list(BUILTIN), ids=BUILTIN.names())
+def test_default_optimizer_settings_build_what_they_always_did(item):
+    """The registry's specs leave the new options at their defaults: same optimizer as before."""
+    spec = item.spec
+    p = torch.nn.Parameter(torch.zeros(2))
+    if spec.optimizer == "adam":
+        want = torch.optim.Adam([p], lr=spec.lr, weight_decay=spec.weight_decay)
+        got = spec.make_optimizer([p])
+        assert type(got) is torch.optim.Adam
+        assert _groups(got) == _groups(want)
+        assert got.param_groups[0]["params"][0] is p
+    assert (spec.betas, spec.momentum, spec.nesterov) == ((0.9, 0.999), 0.0, False)
+
+
+def test_hyperparameters_text_unchanged_for_defaults_and_names_set_options():
+    assert Plateau(lr=5e-4).hyperparameters() == "lr=0.0005, factor=0.5, patience=5"
+    assert Constant(lr=1e-3, weight_decay=5e-4).hyperparameters() == "lr=0.001, wd=0.0005"
+    assert (ScheduleFree(lr=1e-3).hyperparameters()
+            == "lr=0.001, schedulefree_adamw, warmup 5 ep, iterate averaging")
+    sgd = Constant(lr=0.1, optimizer="sgd", momentum=0.9, nesterov=True)
+    assert sgd.hyperparameters() == "lr=0.1, sgd, momentum=0.9, nesterov"
+    assert Constant(lr=1e-3, betas=(0.9, 0.98)).hyperparameters() == "lr=0.001, betas=(0.9, 0.98)"
+
+
+def test_sgd_step_with_momentum_matches_torch_exactly():
+    torch.manual_seed(0)
+    w0 = torch.randn(5, 4)
+    spec = Constant(lr=0.05, weight_decay=5e-4, optimizer="sgd", momentum=0.9, nesterov=True)
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    opt_a = spec.make_optimizer([a])
+    opt_b = torch.optim.SGD([b], lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    for _ in range(3):  # the first step only seeds the momentum buffer; later ones use it
+        g = torch.randn(5, 4)
+        a.grad, b.grad = g.clone(), g.clone()
+        opt_a.step()
+        opt_b.step()
+        assert torch.equal(a, b)
+    assert not torch.equal(a, w0)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: Constant(lr=0.1, optimizer="sgd", nesterov=True), "nesterov needs momentum > 0"),
+    (lambda: Constant(lr=1e-3, momentum=0.9),
+     "momentum applies to optimizer 'sgd' only, got optimizer 'adam'"),
+    (lambda: Constant(lr=1e-3, optimizer="adamw", nesterov=True),
+     "nesterov applies to optimizer 'sgd' only, got optimizer 'adamw'"),
+    (lambda: Constant(lr=0.1, optimizer="sgd", betas=(0.8, 0.9)),
+     "betas applies to optimizer .* only, got optimizer 'sgd'"),
+    (lambda: Constant(lr=1e-3, betas=(0.9, 1.0)), r"betas must be two numbers in \[0, 1\)"),
+    (lambda: Constant(lr=1e-3, betas=(-0.1, 0.9)), "betas must be"),
+    (lambda: Constant(lr=1e-3, betas=(0.9,)), "betas must be"),
+    (lambda: Constant(lr=1e-3, betas=(0.9, 0.99, 0.999)), "betas must be"),
+    (lambda: Constant(lr=1e-3, betas=("a", 0.9)), "betas must be"),
+    (lambda: Constant(lr=1e-3, betas=(True, 0.9)), "betas must be"),
+    (lambda: Constant(lr=1e-3, betas=0.9), "betas must be"),
+    (lambda: Constant(lr=0.1, optimizer="sgd", momentum=1.0), r"momentum must be in \[0, 1\)"),
+    (lambda: Constant(lr=0.1, optimizer="sgd", momentum=-0.5), "momentum must be"),
+    (lambda: Constant(lr=0.1, optimizer="sgd", momentum=0.9, nesterov="yes"), "nesterov must"),
+    (lambda: OneCycle(lr=1e-3, betas=(0.8, 0.999)), "betas\\[0\\] has no effect with onecycle"),
+    (lambda: OneCycle(lr=0.1, optimizer="sgd", momentum=0.9), "momentum has no effect"),
+])
+def test_invalid_optimizer_options_raise(make, match):
+    with pytest.raises(ScheduleError, match=match):
+        make()
+
+
+def test_betas_given_as_a_list_become_a_tuple_and_the_spec_stays_hashable():
+    spec = Constant(lr=1e-3, betas=[0.9, 0.98])
+    assert spec.betas == (0.9, 0.98) and isinstance(spec.betas, tuple)
+    assert hash(spec) == hash(Constant(lr=1e-3, betas=(0.9, 0.98)))
+    assert spec == Constant(lr=1e-3, betas=(0.9, 0.98))
+    d = spec.to_dict()
+    assert d["kind"] == "constant" and tuple(d["betas"]) == (0.9, 0.98)
+    assert (d["optimizer"], d["momentum"], d["nesterov"]) == ("adam", 0.0, False)
+
+
+@pytest.mark.parametrize("spec,text", [
+    (Constant(lr=1e-3, weight_decay=5e-4), "Adam (β=0.9/0.999, coupled wd 5e-4)"),
+    (Constant(lr=1e-3), "Adam (β=0.9/0.999, no wd)"),
+    (Constant(lr=1e-3, weight_decay=0.01, optimizer="adamw"),
+     "AdamW (β=0.9/0.999, decoupled wd 0.01)"),
+    (Constant(lr=0.1, weight_decay=5e-4, optimizer="sgd", momentum=0.9, nesterov=True),
+     "SGD (momentum 0.9, Nesterov, wd 5e-4)"),
+    (Constant(lr=0.1, optimizer="sgd"), "SGD (no momentum, no wd)"),
+    (ScheduleFree(lr=1e-3, weight_decay=5e-4),
+     "schedule-free AdamW (β=0.9/0.999, decoupled wd 5e-4)"),
+    (OneCycle(lr=1e-3, betas=(0.9, 0.98)), "Adam (β1 cycled 0.85-0.95, β2=0.98, no wd)"),
+    (OneCycle(lr=0.1, optimizer="sgd"), "SGD (momentum cycled 0.85-0.95, no wd)"),
+])
+def test_optimizer_text_names_the_optimizer(spec, text):
+    assert spec.optimizer_text() == text
+
+
+@pytest.mark.parametrize("item", list(BUILTIN), ids=BUILTIN.names())
+def test_every_registered_schedule_describes_its_optimizer(item):
+    name = {"adam": "Adam (", "adamw": "AdamW (", "sgd": "SGD (",
+            "schedulefree_adamw": "schedule-free AdamW ("}[item.spec.optimizer]
+    assert item.spec.optimizer_text().startswith(name)
+
+
+def test_onecycle_cycles_sgd_momentum_as_torch_does():
+    spec = OneCycle(lr=0.1, optimizer="sgd")
+    opt = spec.make_optimizer([torch.nn.Parameter(torch.zeros(2))])
+    spec.build(opt, 10, 5)
+    assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.95

@@ -135,7 +135,7 @@ class _GatedLayer(nn.Module):
         return self.bn(h.reshape(-1, h.size(-1))).view(h.shape), skip
 
 
-@register_model("gwnet", GWNetConfig, "Graph WaveNet (Wu et al. 2019): gated dilated TCN + "
+@register_model("gwnet", "Graph WaveNet (Wu et al. 2019): gated dilated TCN + "
                 "diffusion and adaptive graph convolution")
 class GWNet(nn.Module):
     def __init__(self, config: GWNetConfig, spec: DataSpec) -> None:

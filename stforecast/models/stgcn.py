@@ -130,7 +130,7 @@ class _STConvBlock(nn.Module):
         return self.drop(self.norm(h))
 
 
-@register_model("stgcn", STGCNConfig, "STGCN (Yu et al. 2018): gated temporal conv / Chebyshev "
+@register_model("stgcn", "STGCN (Yu et al. 2018): gated temporal conv / Chebyshev "
                 "graph conv / gated temporal conv blocks")
 class STGCN(nn.Module):
     def __init__(self, config: STGCNConfig, spec: DataSpec) -> None:

@@ -40,7 +40,7 @@ class _ResidualMLP(nn.Module):
         return h + self.fc2(self.drop(torch.relu(self.fc1(h))))
 
 
-@register_model("stid", STIDConfig, "STID (Shao et al. 2022): identity embeddings + MLP; "
+@register_model("stid", "STID (Shao et al. 2022): identity embeddings + MLP; "
                 "fast on CPU, the default")
 class STID(nn.Module):
     def __init__(self, config: STIDConfig, spec: DataSpec) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.naive import materialise
+from bench.perf.naive import materialise
 from stforecast.datasets import load_dataset
 from stforecast.engine import Trainer, seed_everything
 from stforecast.metrics import masked_mae

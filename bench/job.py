@@ -1,37 +1,42 @@
-"""Executing one training job: build, resume if possible, train, record atomically.
+"""One job of the grid: open its run folder, skip, resume or redo it, train, record.
 
 ``execute_jobs`` is a plain function of picklable arguments, so the same code runs in the
 driver process, in worker processes (``--jobs N``) and as a Ray task. A job is the only
 writer of its run folder and holds an exclusive lock on it while it trains: the operating
-system drops the lock when the holder dies, so a killed run never blocks a restart.
+system drops the lock when the holder dies, so a killed run never blocks a restart. Runs
+are built by ``bench.build.build_run``; epochs end in ``Trainer.close_epoch``, for a run
+trained alone and for members trained fused alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import subprocess
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from bench.config import to_dict
-from bench.experiment import Profile, config_hash
+from bench.build import build_run, make_model, steps_per_epoch
+from bench.data import load_data
+from bench.identity import config_hash, describe_changes, run_payload
 from bench.plan import Job
-from bench.store import FileLock, RunDir, StoreError, atomic_torch_save, atomic_write_json
+from bench.profile import Profile
+from bench.provenance import environment
+from bench.store import (
+    FileLock,
+    RunDir,
+    StoreError,
+    atomic_torch_save,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 from schedules import NamedSchedule
-from stforecast.datasets import load_dataset
-from stforecast.engine import Diverged, TrainConfig, Trainer, resolve_device, seed_everything
-from stforecast.fused import FusedTrainer
-from stforecast.models import DataSpec, build_model, count_parameters
-from stforecast.windows import SplitConfig, WindowedData
-
-_DATA_CACHE: dict[tuple, WindowedData] = {}
+from stforecast.engine import Diverged, Trainer, resolve_device
+from stforecast.fused import FusedTrainer, has_batch_norm
+from stforecast.models import count_parameters
 
 
 @dataclass
@@ -46,86 +51,11 @@ class JobOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def load_data(profile: Profile, device: torch.device) -> WindowedData:
-    """The windowed dataset, built once per process and device."""
-    ds = profile.dataset
-    key = (repr(to_dict(ds)), str(device))
-    if key not in _DATA_CACHE:
-        dataset = load_dataset(ds.name, ds.data_dir, ds.options)
-        split = SplitConfig(ds.train_fraction, ds.val_fraction, ds.input_len, ds.output_len)
-        _DATA_CACHE[key] = WindowedData(dataset, split, device)
-    return _DATA_CACHE[key]
-
-
-def run_payload(profile: Profile, item: NamedSchedule, job: Job) -> dict[str, Any]:
-    """The resolved config that determines a run's records; its hash guards resumption.
-
-    Budgets read off a shared prefix are not part of it: extending such a run to a longer
-    budget continues the same lr path.
-    """
-    return {
-        "dataset": dataset_identity(profile),
-        "model": to_dict(profile.model),
-        "train": to_dict(profile.train),
-        "schedule": {"name": item.name, **item.spec.to_dict()},
-        "seed": job.seed,
-        "epochs": None if job.shared_prefix else job.epochs,
-    }
-
-
-def dataset_identity(profile: Profile) -> dict[str, Any]:
-    """The dataset settings that decide the data; where the files live does not."""
-    return {k: v for k, v in to_dict(profile.dataset).items() if k != "data_dir"}
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, hardware and commit, recorded with every run."""
-    import numpy
-    import pandas
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "pandas": pandas.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "hostname": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
-        "git_commit": git_commit(),
-    }
-    try:
-        import schedulefree
-
-        env["schedulefree"] = getattr(schedulefree, "__version__", "installed")
-    except ImportError:
-        pass
-    return env
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def job_done(run: RunDir, job: Job, digest: str) -> tuple[bool, str | None]:
+def job_done(run: RunDir, job: Job, payload: dict, digest: str) -> tuple[bool, str | None]:
     """Whether the run folder already holds this job's complete result.
 
-    Returns ``(done, problem)``; ``problem`` names a damaged or mismatching file that forces
-    the run to be redone.
+    Returns ``(done, problem)``; ``problem`` names a damaged file, or what changed since a
+    stale run was trained, and forces the run to be redone.
     """
     try:
         status = run.read_status()
@@ -134,8 +64,7 @@ def job_done(run: RunDir, job: Job, digest: str) -> tuple[bool, str | None]:
     if status is None:
         return False, None
     if status.get("config_hash") != digest:
-        return False, (f"{run.status}: config hash {status.get('config_hash')} does not match "
-                       f"the current config ({digest})")
+        return False, f"{run.root}: stale, {_what_changed(run, payload)}"
     if status["status"] not in ("finished", "diverged"):
         return False, None
     if status["status"] == "finished" and status.get("epochs_done", 0) < job.epochs:
@@ -147,6 +76,18 @@ def job_done(run: RunDir, job: Job, digest: str) -> tuple[bool, str | None]:
     if len(rows) != status.get("epochs_done"):
         return False, f"{run.records}: {len(rows)} rows, status says {status.get('epochs_done')}"
     return True, None
+
+
+def _what_changed(run: RunDir, payload: dict) -> str:
+    """The keys of the run's recorded config that differ from the current one."""
+    try:
+        old = json.loads(run.config.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if not isinstance(old, dict):
+        return "its recorded config is missing or unreadable"
+    text = describe_changes(old, payload)
+    return f"changed since it was trained: {text}" if text else "its config hash differs"
 
 
 class Interrupted(Exception):
@@ -177,8 +118,9 @@ class RunSession:
         if not self.lock.acquire():
             return JobOutcome(self.job.key, "locked", 0,
                               f"{self.run.root} is being trained by another process")
-        self.done, self.problem = job_done(self.run, self.job, self.digest)
-        self.notes = [self.problem] if self.problem else []
+        remove_stale_temporaries(self.run.root)  # a killed writer's half files; we hold the lock
+        self.done, self.problem = job_done(self.run, self.job, self.payload, self.digest)
+        self.notes = [f"{self.problem}; the run is redone from epoch 0"] if self.problem else []
         if self.done:
             self.lock.release()
             status = self.run.read_status()
@@ -204,33 +146,19 @@ class RunSession:
     # -- training -----------------------------------------------------------------------
     def start_trainer(self) -> Trainer:
         """A trainer at the run's last saved epoch (or a fresh one), with the run marked
-        running; damaged or mismatching state is discarded with a note."""
+        running; damaged or stale state is discarded with a note."""
         profile, job, item, run = self.profile, self.job, self.item, self.run
-        device = resolve_device(profile.device)
-        data = load_data(profile, device)
-        spec = DataSpec(num_nodes=data.num_nodes, input_len=data.split.input_len,
-                        output_len=data.split.output_len,
-                        steps_per_day=1440 // data.dataset.interval_minutes,
-                        adjacency=data.dataset.adjacency)
-        steps_per_epoch = -(-data.num_windows("train") // profile.train.batch_size)
-        train_cfg = TrainConfig(**to_dict(profile.train))
+        data = load_data(profile, resolve_device(profile.device))
 
         def fresh() -> Trainer:
-            seed_everything(job.seed)  # same initial weights for every schedule of a seed
-            model = build_model(profile.model.name, spec, profile.model.options).to(device)
-            optimizer = item.spec.make_optimizer(model.parameters())
-            scheduler = item.spec.build(optimizer, job.epochs, steps_per_epoch)
-            return Trainer(model, optimizer, scheduler, data, step_unit=item.spec.step_unit,
-                           needs_metric=item.spec.needs_metric, seed=job.seed, config=train_cfg)
+            return build_run(profile, item, job.seed, job.epochs, data)
 
         trainer = fresh()
         if self.problem is not None:
-            if run.checkpoint.exists():
-                run.checkpoint.unlink()
-                self.notes.append(f"{run.checkpoint}: discarded; the run is redone from epoch 0")
+            run.checkpoint.unlink(missing_ok=True)  # the note from open() says why
         elif run.checkpoint.exists():
             try:
-                trainer.load_state_dict(torch.load(run.checkpoint, map_location=device,
+                trainer.load_state_dict(torch.load(run.checkpoint, map_location=data.device,
                                                    weights_only=False))
             except Exception as exc:
                 self.notes.append(f"{run.checkpoint}: unreadable checkpoint "
@@ -240,9 +168,9 @@ class RunSession:
                 trainer = fresh()
         if trainer.epoch == 0:
             atomic_write_json(run.config, {"config": self.payload, "config_hash": self.digest,
-                                           "environment": environment(device),
+                                           "environment": environment(data.device),
                                            "parameters": count_parameters(trainer.model),
-                                           "steps_per_epoch": steps_per_epoch})
+                                           "steps_per_epoch": steps_per_epoch(profile, data)})
         run.write_status(status="running", config_hash=self.digest, epochs_done=trainer.epoch,
                          target_epochs=job.epochs)
         self.trainer = trainer
@@ -288,7 +216,7 @@ def run_session(session: RunSession, progress=None, should_stop=None) -> JobOutc
     """Train an opened session to its target epoch; never raises for a training failure."""
     job = session.job
     try:
-        trainer = session.start_trainer()
+        trainer = session.trainer or session.start_trainer()
 
         def on_epoch(tr: Trainer, record) -> None:
             session.save_epoch(record, progress)
@@ -310,15 +238,17 @@ def run_session(session: RunSession, progress=None, should_stop=None) -> JobOutc
         session.lock.release()
 
 
-def execute_job(job: Job, item: NamedSchedule, profile: Profile, exp_dir: str,
-                progress=None, should_stop=None) -> JobOutcome:
-    """Train (or finish, or skip) one job.
+_STACKABLE: dict[str, bool] = {}
 
-    ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
-    epoch's state is on disk, and a true answer ends the job as ``interrupted``.
-    """
-    session = RunSession(job, item, profile, exp_dir)
-    return session.open() or run_session(session, progress, should_stop)
+
+def _stackable(profile: Profile) -> bool:
+    """Whether the profile's model can be trained fused (no batch-norm statistics)."""
+    key = repr(profile.model)
+    if key not in _STACKABLE:
+        with torch.random.fork_rng(devices=[]):
+            model = make_model(profile, load_data(profile, torch.device("cpu")))
+        _STACKABLE[key] = not has_batch_norm(model)
+    return _STACKABLE[key]
 
 
 def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
@@ -327,8 +257,10 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
     ``FusedTrainer`` (the profile's ``fuse`` > 1).
 
     Members that are done or locked are reported as such. The rest are fused when there are
-    at least two, they resume from the same epoch and the model can be stacked; otherwise
-    each trains on its own, still holding its lock.
+    at least two, they resume from the same epoch and the model keeps no batch-norm
+    statistics; otherwise each trains on its own, still holding its lock.
+    ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
+    epoch's state is on disk, and a true answer ends the jobs as ``interrupted``.
     """
     outcomes: dict[str, JobOutcome] = {}
     sessions = []
@@ -340,7 +272,7 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
         else:
             sessions.append(session)
     if len(sessions) < 2 or len({s.saved_epoch() for s in sessions}) > 1 or \
-            not FusedTrainer.can_stack(profile.model.name):
+            not _stackable(profile):
         for session in sessions:
             outcomes[session.job.key] = run_session(session, progress, should_stop)
         return [outcomes[j.key] for j in jobs]

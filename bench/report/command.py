@@ -1,13 +1,14 @@
-"""``python -m bench report``: results folder in, ``<out>/<experiment>/report.md`` + PNGs out."""
+"""Writing a report: ``report.md`` and its figures into ``<out>/<experiment>/``."""
+
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from bench.figures import write_figures
-from bench.report import render
-from bench.results import load_results
+from bench.report.figures import write_figures
+from bench.report.results import load_results
+from bench.report.sections import render
 from bench.store import atomic_write_text
 
 

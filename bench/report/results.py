@@ -1,4 +1,5 @@
-"""Reading an experiment folder back into tables for the report and the regression check."""
+"""Reading an experiment folder back into tables for the report and the regression check,
+and the lookups every report section uses (per-seed values, mean curves, baselines, ranks)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError
 from bench.tables import read_grid
+
+BASELINE_LABELS = {"historical_average": "historical average", "persistence": "persistence"}
 
 
 @dataclass
@@ -82,3 +86,36 @@ def load_results(exp_dir: str | Path) -> Results:
     order = grid.get("order") or sorted(schedules)
     return Results(exp_dir.name, epochs, summary, baselines, schedules, order, experiment,
                    environment, run_config)
+
+
+def per_seed(res: Results, schedule: str, budget: int, column: str = "test_mae"
+             ) -> dict[int, float]:
+    df = res.finished()
+    df = df[(df["schedule"] == schedule) & (df["budget"] == budget)]
+    return {int(s): float(v) for s, v in zip(df["seed"], df[column])}
+
+
+def curve(res: Results, schedule: str, budget: int, column: str, seed: int | None = None
+          ) -> list[float]:
+    """Mean over seeds (or one seed) of an epoch column."""
+    df = res.epochs[(res.epochs["schedule"] == schedule) & (res.epochs["budget"] == budget)]
+    if seed is not None:
+        df = df[df["seed"] == seed]
+    return df.groupby("epoch")[column].mean().tolist()
+
+
+def baseline(res: Results, name: str, split: str = "test", column: str = "mae") -> float | None:
+    b = res.baselines
+    if b.empty:
+        return None
+    row = b[(b["baseline"] == name) & (b["split"] == split)]
+    return float(row[column].iloc[0]) if len(row) else None
+
+
+def ranking(res: Results, budget: int, column: str = "test_mae") -> list[tuple[str, float]]:
+    out = []
+    for s in res.schedule_order:
+        vals = per_seed(res, s, budget, column)
+        if vals:
+            out.append((s, float(np.mean(list(vals.values())))))
+    return sorted(out, key=lambda t: t[1])

@@ -7,7 +7,7 @@ in training-sized batches, and no reuse of a shorter budget from a longer run. I
 is kept the same as the suite's (same weights, batch order, loss and metrics) so that the
 records it writes can be compared with the suite's for identity.
 
-Run: ``python -m bench.naive --profile quick --schedule plateau --budget 30 --seed 0 --out F``
+Run: ``python -m bench.perf.naive --profile quick --schedule plateau --budget 30 --seed 0 --out F``
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from bench.experiment import load_resolved
+from bench.build import build_run
+from bench.data import load_data
+from bench.profile import load_resolved
 from bench.store import atomic_write_text, rows_to_csv
 from schedules import BUILTIN
-from stforecast.datasets import load_dataset
-from stforecast.engine import seed_everything
 from stforecast.metrics import HorizonMetrics, masked_mae
-from stforecast.models import DataSpec, build_model
-from stforecast.windows import SplitConfig, WindowedData
+from stforecast.windows import WindowedData
 
 
 class EpochPermutation(Sampler):
@@ -67,11 +66,7 @@ def evaluate(model, loader, data, output_len) -> dict[str, float]:
 def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> None:
     profile = load_resolved(profile_name)
     torch.set_num_threads(profile.threads_per_run())  # as the suite's runs: same arithmetic
-    ds_cfg = profile.dataset
-    dataset = load_dataset(ds_cfg.name, ds_cfg.data_dir, ds_cfg.options)
-    split = SplitConfig(ds_cfg.train_fraction, ds_cfg.val_fraction, ds_cfg.input_len,
-                        ds_cfg.output_len)
-    data = WindowedData(dataset, split)  # used for the scaler and the window definitions
+    data = load_data(profile, torch.device("cpu"))  # the scaler and the window definitions
     arrays = {s: materialise(data, s) for s in ("train", "val", "test")}
     bs = profile.train.batch_size
     sets = {s: TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -84,14 +79,11 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
     val_loader = DataLoader(sets["val"], batch_size=eval_bs)
     test_loader = DataLoader(sets["test"], batch_size=eval_bs)
 
+    # Built as the suite builds every run; only the loop below is the naive one.
     item = BUILTIN.get(schedule)
-    seed_everything(seed)
-    spec = DataSpec(num_nodes=dataset.num_nodes, input_len=split.input_len,
-                    output_len=split.output_len,
-                    steps_per_day=1440 // dataset.interval_minutes, adjacency=dataset.adjacency)
-    model = build_model(profile.model.name, spec, profile.model.options)
-    optimizer = item.spec.make_optimizer(model.parameters())
-    scheduler = item.spec.build(optimizer, budget, len(train_loader))
+    built = build_run(profile, item, seed, budget, data)
+    model, optimizer, scheduler = built.model, built.optimizer, built.scheduler
+    split = data.split
     clip = profile.train.grad_clip
     rows = []
     for epoch in range(budget):
@@ -127,7 +119,8 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.naive", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.perf.naive",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--profile", required=True)
     p.add_argument("--schedule", required=True)
     p.add_argument("--budget", type=int, required=True)

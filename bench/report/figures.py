@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.report import baseline  # noqa: E402
-from bench.results import Results  # noqa: E402
+from bench.report.results import Results, baseline  # noqa: E402
 from bench.store import atomic_write_bytes  # noqa: E402
 
 SEED_SCHEDULES = ("plateau", "multistep", "warmup_cosine")

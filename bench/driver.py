@@ -1,0 +1,105 @@
+"""``bench run`` from a resolved profile to finished tables: check, prepare, execute, tabulate.
+
+The order matters for a user's mistakes: the data are loaded and the model is checked with
+one dry step (``bench.build.dry_step``) before the results folder is created, so a wrong
+model or data file costs a second and leaves nothing behind. Then the folder is prepared
+(``bench.prepare``), the grid is planned (``bench.plan``) and handed to an executor
+(``bench.local_executor`` or ``bench.ray_executor``), which run jobs (``bench.job``); after
+every finished job the experiment tables are rebuilt (``bench.tables``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from bench.build import DryRun, dry_step
+from bench.data import load_data
+from bench.job import JobOutcome
+from bench.plan import plan_jobs, shard, units
+from bench.prepare import experiment_lock, prepare
+from bench.profile import Profile
+from bench.progress import Progress
+from bench.stopping import graceful_stop, stop_requested
+from bench.store import RunDir
+from bench.tables import write_tables
+from schedules import NamedSchedule
+
+
+def check_before_run(profile: Profile, schedules: list[NamedSchedule]) -> DryRun:
+    """Data loaded and the model checked on one batch; raises before anything is written."""
+    data = load_data(profile, torch.device("cpu"))
+    return dry_step(profile, schedules[0], data)
+
+
+def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
+             executor: str = "local", address: str | None = None, shard_spec: str | None = None,
+             stream=None, checked: DryRun | None = None) -> int:
+    """Train every unfinished job of the grid; 0 if all ended, 1 if any run failed, 130 if
+    stopped (resumable)."""
+    stream = stream or sys.stderr
+    exp_dir = Path(exp_dir)
+    checked = checked or check_before_run(profile, schedules)
+    for note in prepare(exp_dir, profile, schedules, checked.parameters):
+        print(f"note: {note}", file=stream)
+
+    all_jobs = plan_jobs(schedules, profile.budgets, profile.seeds)
+    todo = shard(all_jobs, shard_spec) if shard_spec else all_jobs
+    items = {s.name: s for s in schedules}
+    done_epochs = {}
+    for job in todo:
+        try:
+            status = RunDir(exp_dir / "runs" / job.key).read_status() or {}
+        except ValueError:
+            status = {}
+        done_epochs[job.key] = min(status.get("epochs_done", 0), job.epochs)
+
+    bar = Progress(todo, done_epochs, stream)
+    outcomes: list[JobOutcome] = []
+
+    def finished(outcome: JobOutcome) -> None:
+        outcomes.append(outcome)
+        for note in outcome.notes:
+            bar.message(f"note: {note}")
+        if outcome.status != "skipped":
+            tail = f" ({outcome.message})" if outcome.message else ""
+            bar.message(f"{outcome.status:9s} {outcome.key}: {outcome.epochs_done} epochs"
+                        f" in {outcome.seconds:.1f} s{tail}")
+        with experiment_lock(exp_dir):
+            problems = write_tables(exp_dir)
+        for problem in problems:
+            bar.message(f"note: {problem}")
+        bar.run_done(outcome.key)
+
+    torch.set_num_threads(profile.threads_per_run())
+    work = units(todo, profile.fuse)
+    with graceful_stop():
+        try:
+            if executor == "ray":
+                from bench.ray_executor import run_on_ray
+
+                run_on_ray(work, items, profile, exp_dir, address, bar.epoch, finished,
+                           stop_requested)
+            else:
+                from bench.local_executor import run_local
+
+                run_local(work, items, profile, exp_dir, bar.epoch, finished)
+        finally:
+            bar.close()
+
+    with experiment_lock(exp_dir):
+        write_tables(exp_dir)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    pending = len(todo) - len(outcomes)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{len(todo)} runs: {summary or 'none'}"
+          + (f", {pending} not started" if pending else "")
+          + f"; tables in {exp_dir}/", file=stream)
+    if stop_requested():
+        print("stopped by Ctrl-C; run the same command again to resume", file=stream)
+        return 130
+    return 1 if counts.get("failed") else 0

@@ -1,0 +1,106 @@
+"""What makes a number: the identity of an experiment and of each of its runs.
+
+An experiment's identity (``experiment.json``) is what every run shares: the dataset
+settings, the model (its import path, resolved options and a hash of its source file) and the
+training settings. A run's payload (``config.json``) adds the schedule, the seed and the
+epochs; its ``config_hash`` guards reuse: a run whose recorded hash differs from the current
+one is stale and is redone from epoch 0, never resumed from its checkpoint, with a note that
+names what changed (``describe_changes``).
+
+Two kinds of keys: *settings* (a dataset or model name, an option, a training setting) say
+which experiment this is, and a folder holding another one is refused; *versions*
+(``VERSION_KEYS``: the model's source hash) say which code made the numbers, and a change
+makes every run of the folder stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from bench.config import to_dict
+from bench.plan import Job
+from bench.profile import Profile
+from schedules import NamedSchedule
+from stforecast.models import resolve_model
+
+VERSION_KEYS = ("model.source_sha256",)
+
+
+def dataset_identity(profile: Profile) -> dict[str, Any]:
+    """The dataset settings that decide the data; where the files live does not."""
+    return {k: v for k, v in to_dict(profile.dataset).items() if k != "data_dir"}
+
+
+def model_identity(profile: Profile) -> dict[str, Any]:
+    """Import path, resolved options and source hash of the profile's model."""
+    entry = resolve_model(profile.model.name)
+    return {"name": profile.model.name if entry.origin != "file" else entry.import_path,
+            "import_path": entry.import_path, "origin": entry.origin,
+            "options": to_dict(profile.model.options), "source_sha256": entry.source_sha256()}
+
+
+def experiment_identity(profile: Profile) -> dict[str, Any]:
+    """What every run of an experiment shares (``experiment.json``)."""
+    return {"dataset": dataset_identity(profile), "model": model_identity(profile),
+            "train": to_dict(profile.train)}
+
+
+def run_payload(profile: Profile, item: NamedSchedule, job: Job) -> dict[str, Any]:
+    """The resolved config that determines a run's records; its hash guards reuse.
+
+    Budgets read off a shared prefix are not part of it: extending such a run to a longer
+    budget continues the same lr path.
+    """
+    return {**experiment_identity(profile),
+            "schedule": {"name": item.name, **item.spec.to_dict()},
+            "seed": job.seed,
+            "epochs": None if job.shared_prefix else job.epochs}
+
+
+def config_hash(payload: dict) -> str:
+    """Stable short hash of a resolved run config."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested records."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if _canonical(old) == _canonical(new) else [prefix.rstrip(".")]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def lookup(record: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        record = record.get(part) if isinstance(record, dict) else None
+    return record
+
+
+def describe_changes(old: dict, new: dict, keys: list[str] | None = None) -> str:
+    """``model.source_sha256 1a2b3c4d → 5e6f7a8b; schedule.lr 0.001 → 0.002``."""
+    keys = changes(old, new) if keys is None else keys
+    return "; ".join(f"{k} {_short(lookup(old, k))} → {_short(lookup(new, k))}" for k in keys)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) >= 32 and all(c in "0123456789abcdef"
+                                                           for c in value):
+        return value[:8]  # a hash
+    text = _canonical(value) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def split_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
+    """(settings that differ, versions that differ) between two experiment records."""
+    diff = changes(old, new)
+    versions = [k for k in diff if k in VERSION_KEYS]
+    return [k for k in diff if k not in VERSION_KEYS], versions

@@ -1,0 +1,103 @@
+"""An experiment folder made ready before any job runs: its identity, its grid, its
+baselines.
+
+``experiment.json`` holds the experiment's identity (``bench.identity``): a folder that
+holds another dataset, model or training setting is refused; a new version of the model's
+code is recorded and makes every run stale (each is redone, with a note). ``grid.json`` is
+the union of every cell ever asked for; ``baselines.csv`` the historical average and
+persistence, which need no training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bench.config import ConfigError
+from bench.data import load_data
+from bench.identity import describe_changes, experiment_identity, split_changes
+from bench.profile import Profile
+from bench.store import (
+    FileLock,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_stale_temporaries,
+    rows_to_csv,
+)
+from bench.tables import update_grid
+from schedules import NamedSchedule
+from stforecast.baselines import BASELINES, evaluate_baseline
+
+
+def experiment_lock(exp_dir: Path) -> FileLock:
+    """Serialises read-modify-write of the files all drivers of an experiment share (each run
+    folder has a single writer, its run lock's holder)."""
+    return FileLock(exp_dir / ".lock", blocking=True)
+
+
+def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[str]:
+    """Write or check ``experiment.json``; return notes on what changed version."""
+    current = experiment_identity(profile)
+    path = exp_dir / "experiment.json"
+    notes = []
+    if path.exists():
+        try:
+            old = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable ({exc}); move it aside to start "
+                              "afresh") from None
+        old_identity = {k: old.get(k) for k in current} if isinstance(old, dict) else {}
+        settings, versions = split_changes(old_identity, current)
+        if settings:
+            raise ConfigError(
+                f"{exp_dir} holds runs with other settings ({', '.join(settings)}; "
+                f"{path.name}); use --experiment NAME for a new experiment folder")
+        if not versions and old.get("parameters") == parameters:
+            return notes
+        if versions:
+            notes.append(f"{describe_changes(old_identity, current, versions)} since this "
+                         "folder's runs were trained: they are stale and will be redone")
+    atomic_write_json(path, {**current, "parameters": parameters})
+    return notes
+
+
+def schedule_info(item: NamedSchedule) -> dict:
+    spec = item.spec
+    return {"summary": item.summary, "groups": list(item.groups), "spec": spec.to_dict(),
+            "hyperparameters": spec.hyperparameters(), "optimizer": spec.optimizer_text(),
+            "budget_dependent": spec.budget_dependent,
+            "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
+
+
+def write_baselines(exp_dir: Path, profile: Profile) -> None:
+    """Historical average and persistence on val and test, once per experiment."""
+    path = exp_dir / "baselines.csv"
+    if path.exists():
+        return
+    data = load_data(profile, torch.device("cpu"))
+    rows = []
+    for name in BASELINES:
+        for split in ("val", "test"):
+            rows.append({"baseline": name, "split": split, **evaluate_baseline(name, data, split)})
+    atomic_write_text(path, rows_to_csv(rows))
+
+
+def prepare(exp_dir: Path, profile: Profile, schedules: list[NamedSchedule],
+            parameters: int) -> list[str]:
+    """Identity, grid and baselines of an experiment folder (created here); notes back."""
+    from bench.store import StoreError
+
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create results folder {exp_dir}: {exc.strerror or exc}") from exc
+    cells = [(s.name, b, seed)
+             for s in schedules for b in profile.budgets for seed in profile.seeds]
+    with experiment_lock(exp_dir):
+        remove_stale_temporaries(exp_dir)  # every writer of these files holds this lock
+        notes = record_experiment(exp_dir, profile, parameters)
+        update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
+        write_baselines(exp_dir, profile)
+    return notes

@@ -1,0 +1,216 @@
+"""The profile: dataset, model, training settings and grid of an experiment, as frozen
+dataclasses loaded from YAML.
+
+Profiles are small YAML files in ``bench/profiles/`` (``quick``, ``default``, ``los-loop``,
+``paper``, ``gpu-synthetic``) or any path; ``bench.overrides`` applies command-line flags.
+Everything is validated here, before a dataset is loaded or a tensor allocated, so that a
+typo costs a second, not an hour: ``validate_components`` checks the dataset and model names
+and their options against the registries (for a user's model, against its constructor).
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench.config import ConfigError, convert, from_dict, read_yaml, suggest, to_dict
+from stforecast.datasets import dataset_names, get_dataset
+from stforecast.datasets.registry import is_path
+from stforecast.models import ModelEntry, ModelError, resolve_model
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+MAX_BUDGET = 10_000
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    name: str = "synthetic-la"
+    options: dict = field(default_factory=dict)
+    data_dir: str | None = None
+    train_fraction: float = 0.7
+    val_fraction: float = 0.1
+    input_len: int = 12
+    output_len: int = 12
+
+    def __post_init__(self) -> None:
+        if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1
+                and self.train_fraction + self.val_fraction < 1):
+            raise ValueError("train_fraction and val_fraction must be in (0, 1) and leave a "
+                             f"test share, got {self.train_fraction} and {self.val_fraction}")
+        if not (1 <= self.input_len <= 1000 and 1 <= self.output_len <= 1000):
+            raise ValueError("input_len and output_len must be in [1, 1000]")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``name``: a built-in, an installed entry point, ``file.py:Class`` or ``module:Class``."""
+
+    name: str = "stid"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    grad_clip: float | None = 5.0
+    divergence_factor: float = 100.0
+    autocast: str | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.batch_size <= 65536 and 1 <= self.eval_batch_size <= 65536):
+            raise ValueError(f"batch sizes must be in [1, 65536], got {self.batch_size} and "
+                             f"{self.eval_batch_size}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
+        if self.divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must exceed 1, got {self.divergence_factor}")
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast must be null or 'bf16', got {self.autocast!r}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete experiment description; ``bench run`` flags override single fields."""
+
+    description: str = ""
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    schedules: str = "all"
+    budgets: tuple[int, ...] = (30, 60, 100)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    device: str = "auto"
+    jobs: int = 1  # runs trained at once, each in its own process
+    # CPU threads per run; None shares the machine's cores among the jobs. Float reductions
+    # depend on the thread count, so fixing it makes records identical across --jobs values.
+    threads: int | None = None
+    # Train this many runs of equal length at once, stacked with torch.func.vmap (a GPU
+    # option; 1 trains each run on its own).
+    fuse: int = 1
+
+    def __post_init__(self) -> None:
+        check_budgets(self.budgets)
+        check_seeds(self.seeds)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not (1 <= self.jobs <= 256):
+            raise ValueError(f"jobs must be in [1, 256], got {self.jobs}")
+        if not (1 <= self.fuse <= 256):
+            raise ValueError(f"fuse must be in [1, 256], got {self.fuse}")
+        if self.threads is not None and not (1 <= self.threads <= 1024):
+            raise ValueError(f"threads must be in [1, 1024] or null, got {self.threads}")
+
+    def threads_per_run(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+
+def check_budgets(budgets: tuple[int, ...]) -> None:
+    if not budgets:
+        raise ValueError("budgets must list at least one epoch count")
+    for b in budgets:
+        if not (1 <= b <= MAX_BUDGET):
+            raise ValueError(f"budget {b} out of range: epochs must be in [1, {MAX_BUDGET}]")
+    if len(set(budgets)) != len(budgets):
+        raise ValueError(f"budgets repeat a value: {list(budgets)}")
+
+
+def check_seeds(seeds: tuple[int, ...]) -> None:
+    if not seeds:
+        raise ValueError("seeds must list at least one seed")
+    for s in seeds:
+        if not (0 <= s < 2**31):
+            raise ValueError(f"seed {s} out of range: seeds must be in [0, 2^31)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat a value: {list(seeds)}")
+
+
+# -- loading ------------------------------------------------------------------------------
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def profile_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: profile file not found")
+        return path
+    candidate = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown profile '{name_or_path}'"
+                          f"{suggest(name_or_path, profile_names())}; known: "
+                          f"{', '.join(profile_names())} (or a path to a YAML file)")
+    return candidate
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = profile_path(name_or_path)
+    return from_dict(Profile, read_yaml(path), str(path))
+
+
+def load_resolved(name_or_path: str) -> Profile:
+    """A profile loaded and checked against the registries (see ``validate_components``)."""
+    return validate_components(load_profile(name_or_path), str(profile_path(name_or_path)))
+
+
+# -- validation against the registries ------------------------------------------------------
+def validate_components(profile: Profile, where: str = "profile") -> Profile:
+    """The profile with dataset and model checked against the registries and their options
+    converted to the declared types; model options come back complete (every option the
+    model accepts), which is the resolved form saved with each run."""
+    ds = profile.dataset
+    options = dict(ds.options)
+    if ds.name not in dataset_names():
+        if not is_path(ds.name):
+            raise ConfigError(f"{where}: dataset.name: unknown dataset '{ds.name}'"
+                              f"{suggest(ds.name, dataset_names())}; known: "
+                              f"{', '.join(dataset_names())} (or a path to your own files)")
+    else:
+        entry = get_dataset(ds.name)
+        hints = typing.get_type_hints(entry.load)
+        for key, value in ds.options.items():
+            if key not in entry.options:
+                raise ConfigError(f"{where}: dataset.options.{key}: unknown option for "
+                                  f"'{ds.name}'{suggest(key, list(entry.options))}; options: "
+                                  f"{', '.join(entry.options) or 'none'}")
+            if key in hints:
+                options[key] = convert(hints[key], value, where, f"dataset.options.{key}")
+    try:
+        entry = resolve_model(profile.model.name)
+    except ModelError as exc:
+        raise ConfigError(f"{where}: model.name: {exc}") from None
+    return replace(profile, dataset=replace(ds, options=options),
+                   model=replace(profile.model, options=model_options(entry, profile.model.options,
+                                                                      where)))
+
+
+def model_options(entry: ModelEntry, given: dict, where: str) -> dict:
+    """A model's options checked by name and converted to their declared types, completed
+    with the defaults: the resolved form recorded with every run."""
+    try:
+        entry.check_options(given)
+    except ModelError as exc:
+        raise ConfigError(f"{where}: model.options: {exc}") from None
+    config = entry.config_cls
+    if config is not None:
+        return to_dict(from_dict(config, given, where, "model.options"))
+    accepted, _ = entry.options()
+    out = {}
+    for option in accepted:
+        if option.name in given:
+            tp = option.type
+            value = given[option.name]
+            try:
+                out[option.name] = convert(tp, value, where, f"model.options.{option.name}")
+            except TypeError:  # an annotation the converter does not know: taken as given
+                out[option.name] = value
+        else:
+            out[option.name] = option.default
+    out.update({k: v for k, v in given.items() if k not in out})  # a **kwargs model's extras
+    return to_dict(out)

@@ -1,0 +1,104 @@
+"""The run builder: one path for every run, records pinned across refactors, a dry step that
+leaves no trace."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.build import build_run, data_spec, dry_step
+from bench.cli import main
+from bench.data import load_data
+from bench.profile import load_resolved
+from schedules import BUILTIN
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pinned_records.csv"
+PINNED_SCHEDULES = "plateau,multistep,warmup_cosine,onecycle,schedulefree"
+EXACT = ("epoch", "lr", "lr_end")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_records_match_the_pinned_ones(tmp_path):
+    """Records of a short grid (metric-driven, per-epoch, per-step and schedule-free
+    schedules) as the suite produced them before its run builder and epoch loop were
+    unified. The lr path must match exactly; metrics to 1e-6, because the last bits of float
+    reductions differ between CPU models (on the machine that wrote the fixture they match
+    bit for bit)."""
+    assert main(["run", "--profile", "quick", "--schedules", PINNED_SCHEDULES, "--budgets", "8",
+                 "--seeds", "1", "--jobs", "1", "--results", str(tmp_path),
+                 "--experiment", "pin"]) == 0
+    got = {(r["schedule"], r["epoch"]): r for r in read_csv(tmp_path / "pin" / "epochs.csv")}
+    pinned = read_csv(FIXTURE)
+    assert len(got) == len(pinned) == 40
+    for want in pinned:
+        row = got[(want["schedule"], want["epoch"])]
+        for key, value in want.items():
+            if key in EXACT or key in ("schedule", "budget", "seed"):
+                assert row[key] == value, (want["schedule"], key)
+            else:
+                assert float(row[key]) == pytest.approx(float(value), rel=1e-6), key
+
+
+@pytest.fixture(scope="module")
+def quick():
+    profile = replace(load_resolved("quick"), budgets=(6,))
+    return profile, load_data(profile, torch.device("cpu"))
+
+
+def test_every_schedule_of_a_seed_starts_from_the_same_weights(quick):
+    profile, data = quick
+    a = build_run(profile, BUILTIN.get("plateau"), 3, 6, data)
+    b = build_run(profile, BUILTIN.get("onecycle"), 3, 6, data)
+    c = build_run(profile, BUILTIN.get("plateau"), 4, 6, data)
+    for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb), name
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.model.parameters(),
+                                                         c.model.parameters()))
+    # the scheduler is the schedule's genuine torch object, for this budget
+    assert type(b.scheduler).__name__ == "OneCycleLR" and b.scheduler.total_steps == \
+        6 * -(-data.num_windows("train") // profile.train.batch_size)
+
+
+def test_the_data_spec_carries_the_windows_and_features(quick):
+    profile, data = quick
+    spec = data_spec(data)
+    assert (spec.num_nodes, spec.input_len, spec.output_len) == (12, 12, 12)
+    assert spec.input_features == ("value", "time_of_day", "day_of_week")
+    assert spec.num_features == data.num_features == 3
+    assert spec.steps_per_day == 288 and spec.adjacency.shape == (12, 12)
+
+
+def test_window_lengths_reach_the_model(tmp_path):
+    """A profile with 6 → 3 windows builds a model for 6 → 3 (not the default 12 → 12)."""
+    profile = load_resolved("quick")
+    profile = replace(profile, dataset=replace(profile.dataset, input_len=6, output_len=3))
+    data = load_data(profile, torch.device("cpu"))
+    trainer = build_run(profile, BUILTIN.get("constant"), 0, 2, data)
+    x, y = data.batch(data.starts["train"][:4])
+    assert trainer.model(x).shape == (4, 3, 12, 1) and y.shape == (4, 3, 12, 1)
+
+
+def test_the_dry_step_leaves_the_random_state_alone(quick):
+    profile, data = quick
+    torch.manual_seed(123)
+    np.random.seed(7)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy()
+    info = dry_step(profile, BUILTIN.get("constant"), data)
+    assert info.parameters > 0 and info.stackable
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1])
+
+
+def test_batch_norm_models_are_not_stackable(quick):
+    profile, data = quick
+    gwnet = replace(profile, model=replace(profile.model, name="gwnet", options={}))
+    assert not dry_step(gwnet, BUILTIN.get("constant"), data).stackable
