@@ -7,6 +7,7 @@ always as one line naming the file, key or value; 130 stopped by Ctrl-C (resumab
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     run.add_argument("--batch-size", type=int)
     run.add_argument("--results", default="results", help="results folder (default: results)")
-    run.add_argument("--experiment", help="experiment name (default: the profile's name)")
+    run.add_argument("--experiment", help="experiment name (default: the profile's name, "
+                                          "plus the model's when --model replaces it)")
     run.add_argument("--config", metavar="FILE",
                      help="a note-style YAML (lr, weight_decay, milestones, lr_decay_rate, "
                           "epochs, batch_size) run as given")
@@ -202,17 +204,29 @@ def cmd_run(args) -> int:
             raise ConfigError("--device cuda: no CUDA device is available here")
 
     profile_name = profile_path(args.profile).stem
-    experiment = args.experiment or profile_name
+    experiment = args.experiment or default_experiment(profile_name, args.model,
+                                                       load_profile(args.profile).model.name)
     exp_dir = Path(args.results) / experiment
     for note in budget_notes(schedules, profile.budgets):
         print(f"note: {note}", file=sys.stderr)
     checked = check_before_run(profile, schedules)  # before any folder is created
+    at_once = (f"{profile.jobs} runs at a time in worker processes" if profile.jobs > 1
+               else "one run at a time")
     print(f"experiment '{experiment}': {len(schedules)} schedules x budgets "
           f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name} "
-          f"({checked.parameters:,} parameters), dataset {profile.dataset.name} -> "
-          f"{exp_dir}/", file=sys.stderr)
+          f"({checked.parameters:,} parameters), dataset {profile.dataset.name}; {at_once}, "
+          f"{profile.threads_per_run()} thread(s) each -> {exp_dir}/", file=sys.stderr)
     return run_grid(profile, schedules, exp_dir, executor=args.executor, address=args.address,
                     shard_spec=args.shard, checked=checked)
+
+
+def default_experiment(profile_name: str, model: str | None, profile_model: str) -> str:
+    """The profile's name, plus the model's when ``--model`` replaces the profile's own, so
+    that another model's runs get their own folder (an experiment holds one model)."""
+    if model is None or model == profile_model:
+        return profile_name
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.rpartition(":")[2] or model).strip("-.")
+    return f"{profile_name}-{slug or 'model'}"
 
 
 def cmd_list() -> int:

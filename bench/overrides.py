@@ -51,6 +51,10 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
                     data_dir: str | None = None, device: str | None = None,
                     batch_size: int | None = None, jobs: int | None = None,
                     fuse: int | None = None) -> Profile:
+    """The profile with each given flag applied; a bad value is a ``ConfigError``.
+
+    ``--model`` and ``--dataset`` replace the whole model or dataset entry (their options
+    belong to the profile's own model or dataset, not to the new one)."""
     changes: dict[str, Any] = {}
     try:
         if schedules is not None:

@@ -74,8 +74,8 @@ def test_file_model_trains_and_the_report_names_it(profile, tmp_path, capsys):
     results = tmp_path / "results"
     assert run(profile, f"{net}:TinyNet", results) == 0
     err = capsys.readouterr().err
-    assert "parameters" in err
-    exp = results / "p"
+    assert "212 parameters" in err and "experiment 'p-TinyNet'" in err
+    exp = results / "p-TinyNet"
     with open(exp / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["status"] for r in rows] == ["finished"]
@@ -83,9 +83,9 @@ def test_file_model_trains_and_the_report_names_it(profile, tmp_path, capsys):
     assert record["model"]["import_path"] == "net.py:TinyNet"  # absolute paths are not kept
     assert record["model"]["options"] == {"hidden": 8, "scale": 1.0}
     assert record["parameters"] == 12 * 8 + 8 + 8 * 12 + 12
-    assert main(["report", "--results", str(results), "--experiment", "p",
+    assert main(["report", "--results", str(results), "--experiment", "p-TinyNet",
                  "--out", str(tmp_path / "reports")]) == 0
-    text = (tmp_path / "reports/p/report.md").read_text()
+    text = (tmp_path / "reports/p-TinyNet/report.md").read_text()
     assert "net.py:TinyNet" in text and "hidden=8" in text and "212 parameters" in text
     assert str(tmp_path) not in text
 
@@ -165,7 +165,7 @@ def test_editing_the_model_source_redoes_its_runs(profile, tmp_path, capsys):
     net = write_model(tmp_path, GOOD)
     results = tmp_path / "results"
     assert run(profile, f"{net}:TinyNet", results) == 0
-    first = (results / "p/epochs.csv").read_text()
+    first = (results / "p-TinyNet/epochs.csv").read_text()
     capsys.readouterr()
     assert run(profile, f"{net}:TinyNet", results) == 0  # unchanged: nothing to do
     assert "1 skipped" in capsys.readouterr().err
@@ -174,7 +174,7 @@ def test_editing_the_model_source_redoes_its_runs(profile, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.source_sha256" in err and "stale" in err and "redone" in err
     assert "1 finished" in err
-    assert (results / "p/epochs.csv").read_text() != first  # new code, new numbers
+    assert (results / "p-TinyNet/epochs.csv").read_text() != first  # new code, new numbers
 
 
 def test_module_reference(profile, tmp_path, monkeypatch):
@@ -229,16 +229,16 @@ def test_the_example_runs_end_to_end_from_the_command_line(tmp_path):
     """The README's command, in a fresh process, from the repository root."""
     cmd = [sys.executable, "-m", "bench", "run", "--model",
            "examples/alternating.py:AlternatingNet", "--profile", "quick", "--schedules", "seed",
-           "--budgets", "30", "--seeds", "1", "--results", str(tmp_path / "results"),
-           "--jobs", "1"]
+           "--budgets", "30", "--seeds", "1", "--results", str(tmp_path / "results")]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "3 runs: 3 finished" in done.stderr
+    assert "experiment 'quick-AlternatingNet'" in done.stderr  # its own folder
     report = subprocess.run([sys.executable, "-m", "bench", "report", "--results",
-                             str(tmp_path / "results"), "--experiment", "quick", "--out",
-                             str(tmp_path / "reports")], cwd=REPO, capture_output=True,
+                             str(tmp_path / "results"), "--experiment", "quick-AlternatingNet",
+                             "--out", str(tmp_path / "reports")], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert report.returncode == 0, report.stderr
-    text = (tmp_path / "reports/quick/report.md").read_text()
+    text = (tmp_path / "reports/quick-AlternatingNet/report.md").read_text()
     assert "examples/alternating.py:AlternatingNet" in text
     assert "hidden=" in text and " parameters" in text
