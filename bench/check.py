@@ -12,6 +12,10 @@ baseline's seed spread). Float results differ slightly between CPU models (diffe
 and in cells where training is chaotic, such as a constant lr long after the best epoch, that
 difference grows to the size of a fresh seed; the allowance keeps such cells from failing on
 another machine while cells with a small spread are held to the tolerance.
+
+A result cell the baseline lacks (a schedule or budget added since) is listed as "not in
+baseline" and fails nothing. The results' ``epochs.csv`` and ``summary.csv`` are rebuilt from
+the run folders before they are compared (``bench.report.results.load_results``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bench.report.results import load_results
 from bench.store import atomic_write_text, rows_to_csv
 
 BASELINE_COLUMNS = ["schedule", "budget", "seeds", "test_mae"]
+NOT_IN_BASELINE = "not in baseline"
 SPREAD_COLUMN = "test_mae_std"  # optional: a baseline without it is held to the tolerance alone
 
 
@@ -69,7 +74,7 @@ def current_means(summary: pd.DataFrame) -> pd.DataFrame:
 
 def read_baseline(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, skipinitialspace=True)  # "schedule, budget, ..." reads too
     except FileNotFoundError:
         raise ConfigError(f"{path}: baseline file not found") from None
     except (OSError, ValueError) as exc:
@@ -130,6 +135,12 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float, whe
                      "REGRESSION" if reason else "ok"])
         if reason:
             failures.append(reason)
+    listed = {(r.schedule, int(r.budget)) for r in baseline.itertuples()}
+    for (schedule, budget), r in cur.items():
+        if (schedule, budget) not in listed:
+            now = float(r.test_mae)
+            rows.append([schedule, str(budget), "–", "–" if math.isnan(now) else f"{now:.4f}",
+                         "–", "–", NOT_IN_BASELINE])
     return rows, failures
 
 
@@ -137,7 +148,12 @@ def cmd_check(args) -> int:
     if not (0 <= args.tolerance < 1):
         raise ConfigError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     exp_dir = Path(args.results) / args.experiment
-    res = load_results(exp_dir)
+    notes: list[str] = []
+    try:
+        res = load_results(exp_dir, notes)
+    finally:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     current = current_means(res.summary)
     if args.write_baseline:
         if current["test_mae"].isna().any():
@@ -158,9 +174,14 @@ def cmd_check(args) -> int:
                    "lrrrrrl"))
     for reason in failures:
         print(f"regression: {reason}", file=sys.stderr)
-    verdict = (f"{len(failures)} of {len(rows)} cells regressed beyond "
+    extra = [f"{r[0]}@{r[1]}" for r in rows if r[-1] == NOT_IN_BASELINE]
+    if extra:
+        print(f"note: {len(extra)} result cell(s) not in baseline, not checked: "
+              f"{', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}", file=sys.stderr)
+    checked = len(rows) - len(extra)
+    verdict = (f"{len(failures)} of {checked} cells regressed beyond "
                f"{100 * args.tolerance:.1f} % plus seed noise" if failures
-               else f"all {len(rows)} cells within {100 * args.tolerance:.1f} % plus seed noise "
+               else f"all {checked} cells within {100 * args.tolerance:.1f} % plus seed noise "
                     "of the baseline")
     print(verdict, file=sys.stderr)
     return 1 if failures else 0

@@ -7,6 +7,7 @@ always as one line naming the file, key or value; 130 stopped by Ctrl-C (resumab
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,11 @@ PERF_EXAMPLES = """examples:
   python -m bench perf --models --dataset los-loop --data-dir ../shared/data
   python -m bench perf --levers --profile gpu-synthetic --device cuda --fuse 4,16,32
   python -m bench perf --ray --profile quick
+"""
+
+COMPARE_EXAMPLES = """examples:
+  python -m bench compare default los-loop                 # writes reports/compare/compare.md
+  python -m bench compare quick default --results results --out reports --name quick-vs-default
 """
 
 CHECK_EXAMPLES = """examples:
@@ -97,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allowed relative increase of mean final test MAE (default 0.02)")
     chk.add_argument("--write-baseline", metavar="FILE", help="record the current results")
 
+    cmp = sub.add_parser("compare", help="rank schedules across experiments: summary, "
+                         "performance profile, a recommendation where the evidence holds",
+                         epilog=COMPARE_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("experiments", nargs="+", metavar="EXP",
+                     help="two or more experiment names in --results")
+    cmp.add_argument("--results", default="results", help="results folder (default: results)")
+    cmp.add_argument("--out", default="reports", help="reports folder (default: reports)")
+    cmp.add_argument("--name", default="compare",
+                     help="writes <out>/<name>/compare.md and performance_profile.png "
+                          "(default: compare)")
+
     sub.add_parser("list", help="list schedules, models, datasets and profiles")
 
     perf = sub.add_parser("perf", help="time the grid against the naive reference",
@@ -125,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command with stdout and stderr that survive their reader going away (``| head``):
+    output is then dropped, the work goes on."""
+    from bench.progress import SafeStream
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream.wrap(sys.stdout), SafeStream.wrap(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def check_experiment_name(name: str) -> str:
+    """An experiment is a plain folder name inside ``--results``: never a path that leads
+    elsewhere."""
+    from bench.config import ConfigError
+
+    if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+            or os.path.isabs(name) or not name.isprintable()):
+        raise ConfigError(f"--experiment {name!r}: not a plain name (no path separators, "
+                          "'..' or absolute path; it names a folder inside --results)")
+    return name
+
+
+def _main(argv: list[str] | None = None) -> int:
     from bench.config import ConfigError
     from bench.store import StoreError
     from schedules import ScheduleError
@@ -134,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
+        if getattr(args, "experiment", None) is not None:
+            check_experiment_name(args.experiment)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "report":
@@ -144,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.check import cmd_check
 
             return cmd_check(args)
+        if args.command == "compare":
+            from bench.compare import cmd_compare
+
+            return cmd_compare(args)
         if args.command == "list":
             return cmd_list()
         if args.command == "perf":
@@ -209,7 +258,7 @@ def cmd_run(args) -> int:
     exp_dir = Path(args.results) / experiment
     for note in budget_notes(schedules, profile.budgets):
         print(f"note: {note}", file=sys.stderr)
-    checked = check_before_run(profile, schedules)  # before any folder is created
+    checked = check_before_run(profile, schedules, sys.stderr)  # before any folder exists
     at_once = (f"{profile.jobs} runs at a time in worker processes" if profile.jobs > 1
                else "one run at a time")
     print(f"experiment '{experiment}': {len(schedules)} schedules x budgets "

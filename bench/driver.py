@@ -16,21 +16,28 @@ from pathlib import Path
 import torch
 
 from bench.build import DryRun, dry_step
-from bench.data import load_data
+from bench.data import data_facts, data_line, load_data, missing_warning
 from bench.job import JobOutcome
 from bench.plan import plan_jobs, shard, units
 from bench.prepare import experiment_lock, prepare
 from bench.profile import Profile
-from bench.progress import Progress
-from bench.stopping import graceful_stop, stop_requested
+from bench.progress import Progress, SafeStream
+from bench.stopping import graceful_stop, stop_reason, stop_requested
 from bench.store import RunDir
 from bench.tables import write_tables
 from schedules import NamedSchedule
 
 
-def check_before_run(profile: Profile, schedules: list[NamedSchedule]) -> DryRun:
-    """Data loaded and the model checked on one batch; raises before anything is written."""
+def check_before_run(profile: Profile, schedules: list[NamedSchedule], stream=None) -> DryRun:
+    """Data loaded and described, the model checked on one batch; raises before anything is
+    written. The data line and a warning about the missing-value marker go to ``stream``."""
     data = load_data(profile, torch.device("cpu"))
+    if stream is not None:
+        facts = data_facts(data)
+        print(data_line(facts), file=stream)
+        warning = missing_warning(facts)
+        if warning:
+            print(warning, file=stream)
     return dry_step(profile, schedules[0], data)
 
 
@@ -39,7 +46,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
              stream=None, checked: DryRun | None = None) -> int:
     """Train every unfinished job of the grid; 0 if all ended, 1 if any run failed, 130 if
     stopped (resumable)."""
-    stream = stream or sys.stderr
+    stream = SafeStream.wrap(stream or sys.stderr)  # a closed reader never stops the grid
     exp_dir = Path(exp_dir)
     checked = checked or check_before_run(profile, schedules)
     for note in prepare(exp_dir, profile, schedules, checked.parameters):
@@ -58,19 +65,25 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
 
     bar = Progress(todo, done_epochs, stream)
     outcomes: list[JobOutcome] = []
+    said: set[str] = set()  # each note once per invocation
+
+    def say_note(text: str) -> None:
+        if text not in said:
+            said.add(text)
+            bar.message(f"note: {text}")
 
     def finished(outcome: JobOutcome) -> None:
         outcomes.append(outcome)
-        for note in outcome.notes:
-            bar.message(f"note: {note}")
+        for text in outcome.notes:
+            say_note(text)
         if outcome.status != "skipped":
             tail = f" ({outcome.message})" if outcome.message else ""
             bar.message(f"{outcome.status:9s} {outcome.key}: {outcome.epochs_done} epochs"
                         f" in {outcome.seconds:.1f} s{tail}")
+        # Damaged runs the tables meet now may still be redone by this grid (with their own
+        # note): what is still damaged at the end is named once, below.
         with experiment_lock(exp_dir):
-            problems = write_tables(exp_dir)
-        for problem in problems:
-            bar.message(f"note: {problem}")
+            write_tables(exp_dir)
         bar.run_done(outcome.key)
 
     torch.set_num_threads(profile.threads_per_run())
@@ -90,7 +103,9 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
             bar.close()
 
     with experiment_lock(exp_dir):
-        write_tables(exp_dir)
+        problems = write_tables(exp_dir)
+    for problem in problems:
+        say_note(problem)
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -100,6 +115,7 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
           + (f", {pending} not started" if pending else "")
           + f"; tables in {exp_dir}/", file=stream)
     if stop_requested():
-        print("stopped by Ctrl-C; run the same command again to resume", file=stream)
+        print(f"stopped by {stop_reason()}; run the same command again to resume",
+              file=stream)
         return 130
     return 1 if counts.get("failed") else 0

@@ -9,8 +9,10 @@ names what changed (``describe_changes``).
 
 Two kinds of keys: *settings* (a dataset or model name, an option, a training setting) say
 which experiment this is, and a folder holding another one is refused; *versions*
-(``VERSION_KEYS``: the model's source hash) say which code made the numbers, and a change
-makes every run of the folder stale.
+(``VERSION_KEYS``: the model's source hash, the data's content hash and the facts a
+manifest decides: name, units, interval, missing-value marker) say which code and which data
+made the numbers, and a change makes every run of the folder stale (and, for the data, its
+baselines).
 """
 
 from __future__ import annotations
@@ -19,18 +21,31 @@ import hashlib
 import json
 from typing import Any
 
+import torch
+
 from bench.config import to_dict
+from bench.data import load_data
 from bench.plan import Job
 from bench.profile import Profile
 from schedules import NamedSchedule
 from stforecast.models import resolve_model
 
-VERSION_KEYS = ("model.source_sha256",)
+VERSION_KEYS = ("model.source_sha256", "dataset.content")
+
+
+def is_version(key: str) -> bool:
+    """Whether a dotted key names a version (code or data content), not a setting."""
+    return any(key == v or key.startswith(v + ".") for v in VERSION_KEYS)
 
 
 def dataset_identity(profile: Profile) -> dict[str, Any]:
-    """The dataset settings that decide the data; where the files live does not."""
-    return {k: v for k, v in to_dict(profile.dataset).items() if k != "data_dir"}
+    """The dataset settings, and the content they loaded (where the files live does not
+    count): a content hash of the arrays and the facts a manifest decides."""
+    ds = load_data(profile, torch.device("cpu")).dataset
+    settings = {k: v for k, v in to_dict(profile.dataset).items() if k != "data_dir"}
+    return {**settings, "content": {"sha256": ds.fingerprint, "name": ds.name,
+                                    "units": ds.units, "interval_minutes": ds.interval_minutes,
+                                    "null_value": ds.null_text}}
 
 
 def model_identity(profile: Profile) -> dict[str, Any]:
@@ -102,5 +117,4 @@ def _short(value: Any) -> str:
 def split_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(settings that differ, versions that differ) between two experiment records."""
     diff = changes(old, new)
-    versions = [k for k in diff if k in VERSION_KEYS]
-    return [k for k in diff if k not in VERSION_KEYS], versions
+    return [k for k in diff if not is_version(k)], [k for k in diff if is_version(k)]

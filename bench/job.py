@@ -6,6 +6,12 @@ writer of its run folder and holds an exclusive lock on it while it trains: the 
 system drops the lock when the holder dies, so a killed run never blocks a restart. Runs
 are built by ``bench.build.build_run``; epochs end in ``Trainer.close_epoch``, for a run
 trained alone and for members trained fused alike.
+
+Nothing a run folder holds is reused unverified: every file must match the checksum its
+``status.json`` records, records parse with their types, and a checkpoint is read with the
+weights-only loader (it cannot execute code). A run that fails any check is redone from epoch 0
+with one note naming the file. While a run trains, each save first checks that its folder,
+lock and ``config.json`` are still the ones it started with.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from bench.store import (
     FileLock,
     RunDir,
     StoreError,
-    atomic_torch_save,
-    atomic_write_json,
+    json_bytes,
+    load_weights_only,
     remove_stale_temporaries,
+    sha256_bytes,
+    torch_bytes,
 )
 from schedules import NamedSchedule
 from stforecast.engine import Diverged, Trainer, resolve_device
@@ -54,27 +62,35 @@ class JobOutcome:
 def job_done(run: RunDir, job: Job, payload: dict, digest: str) -> tuple[bool, str | None]:
     """Whether the run folder already holds this job's complete result.
 
-    Returns ``(done, problem)``; ``problem`` names a damaged file, or what changed since a
-    stale run was trained, and forces the run to be redone.
+    Returns ``(done, problem)``; ``problem`` names a damaged file (a checksum that differs
+    from ``status.json``, a file missing or unvouched for, a cell of the wrong type), or what
+    changed since a stale run was trained, and forces the run to be redone. A run without
+    problems has its status adopted by ``run``, so that resuming continues its checksums.
     """
     try:
         status = run.read_status()
     except ValueError as exc:
         return False, str(exc)
-    if status is None:
-        return False, None
-    if status.get("config_hash") != digest:
+    if status is not None and status.get("config_hash") != digest:
         return False, f"{run.root}: stale, {_what_changed(run, payload)}"
-    if status["status"] not in ("finished", "diverged"):
+    problem = run.verify(status)
+    if problem is not None:
+        return False, problem
+    rows = None
+    if status is not None and run.records.exists():
+        try:
+            rows = run.read_records()
+        except ValueError as exc:
+            return False, str(exc)
+    run.adopt(status)
+    if status is None or status["status"] not in ("finished", "diverged"):
         return False, None
-    if status["status"] == "finished" and status.get("epochs_done", 0) < job.epochs:
+    if rows is None:
+        return False, f"{run.records}: missing"
+    if len(rows) != status["epochs_done"]:
+        return False, f"{run.records}: {len(rows)} rows, status says {status['epochs_done']}"
+    if status["status"] == "finished" and status["epochs_done"] < job.epochs:
         return False, None  # a shared-prefix run to be extended to a longer budget
-    try:
-        rows = run.read_records()
-    except ValueError as exc:
-        return False, str(exc)
-    if len(rows) != status.get("epochs_done"):
-        return False, f"{run.records}: {len(rows)} rows, status says {status.get('epochs_done')}"
     return True, None
 
 
@@ -92,6 +108,10 @@ def _what_changed(run: RunDir, payload: dict) -> str:
 
 class Interrupted(Exception):
     """Raised after an epoch's state is saved when the user asked the grid to stop."""
+
+
+class RunFolderChanged(Exception):
+    """The run's folder, lock or config.json went away or changed while it trained."""
 
 
 class RunSession:
@@ -137,6 +157,19 @@ class RunSession:
         except ValueError:
             return 0
 
+    def check_folder(self) -> None:
+        """Raise ``RunFolderChanged`` unless the run's folder still holds our lock file and
+        the config.json this run wrote or verified (never recreate a deleted folder)."""
+        run = self.run
+        try:
+            config = run.config.read_bytes()
+        except OSError:
+            config = None
+        if not self.lock.held_at_path() or config is None or \
+                sha256_bytes(config) != run.sums.get("config.json"):
+            raise RunFolderChanged(f"{run.root}: the run folder, its lock or config.json was "
+                                   "deleted or replaced while the run trained")
+
     # -- outcomes -----------------------------------------------------------------------
     def outcome(self, status: str, message: str = "") -> JobOutcome:
         epochs = len(self.trainer.records) if self.trainer is not None else 0
@@ -146,7 +179,8 @@ class RunSession:
     # -- training -----------------------------------------------------------------------
     def start_trainer(self) -> Trainer:
         """A trainer at the run's last saved epoch (or a fresh one), with the run marked
-        running; damaged or stale state is discarded with a note."""
+        running; damaged or stale state is discarded with a note. The checkpoint is read
+        with the weights-only loader after its checksum is checked again."""
         profile, job, item, run = self.profile, self.job, self.item, self.run
         data = load_data(profile, resolve_device(profile.device))
 
@@ -154,51 +188,71 @@ class RunSession:
             return build_run(profile, item, job.seed, job.epochs, data)
 
         trainer = fresh()
-        if self.problem is not None:
-            run.checkpoint.unlink(missing_ok=True)  # the note from open() says why
-        elif run.checkpoint.exists():
+        if self.problem is None and run.checkpoint.exists():
             try:
-                trainer.load_state_dict(torch.load(run.checkpoint, map_location=data.device,
-                                                   weights_only=False))
+                raw = run.checkpoint.read_bytes()
+                want = run.vouched("checkpoint.pt")
+                if want and sha256_bytes(raw) not in want:  # changed since open() checked it
+                    why = "checksum differs from status.json (edited or damaged)"
+                else:
+                    why = None
+                    # On the CPU: RNG states must stay CPU tensors; the model and optimizer
+                    # copy their tensors to the run's device as they load them.
+                    trainer.load_state_dict(load_weights_only(raw, map_location="cpu"))
             except Exception as exc:
-                self.notes.append(f"{run.checkpoint}: unreadable checkpoint "
-                                  f"({type(exc).__name__}); discarded, the run is redone from "
-                                  f"epoch 0")
-                run.checkpoint.unlink()
+                why = (f"unreadable checkpoint, refused by the weights-only loader "
+                       f"({type(exc).__name__})")
+            if why is not None:
+                self.notes.append(f"{run.checkpoint}: {why}; discarded, the run is redone "
+                                  "from epoch 0")
                 trainer = fresh()
+        status = dict(status="running", config_hash=self.digest, target_epochs=job.epochs)
         if trainer.epoch == 0:
-            atomic_write_json(run.config, {"config": self.payload, "config_hash": self.digest,
-                                           "environment": environment(data.device),
-                                           "parameters": count_parameters(trainer.model),
-                                           "steps_per_epoch": steps_per_epoch(profile, data)})
-        run.write_status(status="running", config_hash=self.digest, epochs_done=trainer.epoch,
-                         target_epochs=job.epochs)
+            # The note from open() (or the one above) says why anything was there.
+            for path in (run.checkpoint, run.records):
+                path.unlink(missing_ok=True)
+            run.sums = {}
+            config = {"config": self.payload, "config_hash": self.digest,
+                      "environment": environment(data.device),
+                      "parameters": count_parameters(trainer.model),
+                      "steps_per_epoch": steps_per_epoch(profile, data)}
+            run.write_files({"config.json": json_bytes(config)}, epochs_done=0, **status)
+        else:
+            if "config.json" not in run.sums and run.config.exists():  # a schema-1 status
+                run.sums["config.json"] = sha256_bytes(run.config.read_bytes())
+            run.write_status(epochs_done=trainer.epoch, **status)
         self.trainer = trainer
         return trainer
 
     def save_epoch(self, record, progress=None) -> None:
-        """Checkpoint, records and status after an epoch, each written atomically."""
+        """Checkpoint and records after an epoch, then the status vouching for them, each
+        written atomically."""
+        self.check_folder()
         tr = self.trainer
-        atomic_torch_save(self.run.checkpoint, tr.state_dict())
-        self.run.write_records([r.row() for r in tr.records])
-        self.run.write_status(status="running", config_hash=self.digest, epochs_done=tr.epoch,
-                              target_epochs=self.job.epochs)
+        self.run.write_files({"checkpoint.pt": torch_bytes(tr.state_dict()),
+                              "records.csv": self._records()},
+                             status="running", config_hash=self.digest, epochs_done=tr.epoch,
+                             target_epochs=self.job.epochs)
         if progress is not None:
             progress({"key": self.job.key, "epoch": tr.epoch, "epochs": self.job.epochs,
                       "val_mae": record.val["mae"], "seconds": record.seconds})
 
+    def _records(self) -> bytes:
+        return RunDir.records_bytes([r.row() for r in self.trainer.records])
+
     def finished(self) -> JobOutcome:
-        self.run.write_records([r.row() for r in self.trainer.records])
-        self.run.write_status(status="finished", config_hash=self.digest,
-                              epochs_done=self.trainer.epoch, target_epochs=self.job.epochs,
-                              fused=self.fused)
+        self.check_folder()
+        self.run.write_files({"records.csv": self._records()}, status="finished",
+                             config_hash=self.digest, epochs_done=self.trainer.epoch,
+                             target_epochs=self.job.epochs, fused=self.fused)
         return self.outcome("finished")
 
     def diverged(self, exc: Diverged) -> JobOutcome:
-        self.run.write_records([r.row() for r in self.trainer.records])
-        self.run.write_status(status="diverged", config_hash=self.digest,
-                              epochs_done=len(self.trainer.records), diverged_epoch=exc.epoch,
-                              target_epochs=self.job.epochs, message=str(exc))
+        self.check_folder()
+        self.run.write_files({"records.csv": self._records()}, status="diverged",
+                             config_hash=self.digest, epochs_done=len(self.trainer.records),
+                             diverged_epoch=exc.epoch, target_epochs=self.job.epochs,
+                             message=str(exc))
         return self.outcome("diverged", str(exc))
 
     def interrupted(self) -> JobOutcome:
@@ -206,6 +260,11 @@ class RunSession:
 
     def failed(self, exc: Exception) -> JobOutcome:
         message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, RunFolderChanged):
+            # Writing a status now would recreate the folder without its config and lock.
+            self.notes.append(f"{exc}; the run is marked failed and nothing more is written "
+                              "into it (the same command redoes it)")
+            return self.outcome("failed", "run folder deleted or replaced while training")
         with contextlib.suppress(OSError):  # the failure itself may be the disk
             self.run.write_status(status="failed", config_hash=self.digest, message=message,
                                   traceback=traceback.format_exc())

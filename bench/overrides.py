@@ -26,11 +26,15 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
                 out += range(lo, hi + 1)
             else:
                 out.append(int(token))
-        except ValueError:
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(f"--{what}: expected integers like '30,60,100', "
-                              f"got {text!r}") from None
+                              f"got {text[:60]!r}") from None
     if not out:
         raise ConfigError(f"--{what}: no values in {text!r}")
+    if len(out) > MAX_VALUES:  # a long list, or ranges that only together exceed the cap
+        raise ConfigError(f"--{what}: {len(out)} values, at most {MAX_VALUES}")
     return tuple(out)
 
 

@@ -1,9 +1,10 @@
 """An experiment folder made ready before any job runs: its identity, its grid, its
 baselines.
 
-``experiment.json`` holds the experiment's identity (``bench.identity``): a folder that
-holds another dataset, model or training setting is refused; a new version of the model's
-code is recorded and makes every run stale (each is redone, with a note). ``grid.json`` is
+``experiment.json`` holds the experiment's identity (``bench.identity``) and the facts about
+its data: a folder that holds another dataset, model or training setting is refused; a new
+version of the model's code or of the data is recorded and makes every run stale (each is
+redone, with a note), and new data also recompute the baselines. ``grid.json`` is
 the union of every cell ever asked for; ``baselines.csv`` the historical average and
 persistence, which need no training.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bench.config import ConfigError
-from bench.data import load_data
+from bench.data import data_facts, load_data
 from bench.identity import describe_changes, experiment_identity, split_changes
 from bench.profile import Profile
 from bench.store import (
@@ -37,11 +38,15 @@ def experiment_lock(exp_dir: Path) -> FileLock:
     return FileLock(exp_dir / ".lock", blocking=True)
 
 
-def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[str]:
-    """Write or check ``experiment.json``; return notes on what changed version."""
+def record_experiment(exp_dir: Path, profile: Profile, parameters: int
+                      ) -> tuple[list[str], bool]:
+    """Write or check ``experiment.json``; return notes on what changed version, and whether
+    the data did (the baselines are then recomputed)."""
     current = experiment_identity(profile)
     path = exp_dir / "experiment.json"
     notes = []
+    facts = data_facts(load_data(profile, torch.device("cpu")))
+    record = {**current, "parameters": parameters, "data": facts}
     if path.exists():
         try:
             old = read_json(path)
@@ -54,13 +59,16 @@ def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[
             raise ConfigError(
                 f"{exp_dir} holds runs with other settings ({', '.join(settings)}; "
                 f"{path.name}); use --experiment NAME for a new experiment folder")
-        if not versions and old.get("parameters") == parameters:
-            return notes
+        if not versions and {k: old.get(k) for k in record} == record:
+            return notes, False
         if versions:
             notes.append(f"{describe_changes(old_identity, current, versions)} since this "
                          "folder's runs were trained: they are stale and will be redone")
-    atomic_write_json(path, {**current, "parameters": parameters})
-    return notes
+        data_changed = any(k.startswith("dataset.") for k in versions)
+    else:
+        data_changed = False
+    atomic_write_json(path, record)
+    return notes, data_changed
 
 
 def schedule_info(item: NamedSchedule) -> dict:
@@ -71,10 +79,10 @@ def schedule_info(item: NamedSchedule) -> dict:
             "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
 
 
-def write_baselines(exp_dir: Path, profile: Profile) -> None:
-    """Historical average and persistence on val and test, once per experiment."""
+def write_baselines(exp_dir: Path, profile: Profile, redo: bool = False) -> None:
+    """Historical average and persistence on val and test, once per experiment and data."""
     path = exp_dir / "baselines.csv"
-    if path.exists():
+    if path.exists() and not redo:
         return
     data = load_data(profile, torch.device("cpu"))
     rows = []
@@ -97,7 +105,9 @@ def prepare(exp_dir: Path, profile: Profile, schedules: list[NamedSchedule],
              for s in schedules for b in profile.budgets for seed in profile.seeds]
     with experiment_lock(exp_dir):
         remove_stale_temporaries(exp_dir)  # every writer of these files holds this lock
-        notes = record_experiment(exp_dir, profile, parameters)
+        notes, data_changed = record_experiment(exp_dir, profile, parameters)
         update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
-        write_baselines(exp_dir, profile)
+        write_baselines(exp_dir, profile, redo=data_changed)
+        if data_changed:
+            notes.append("baselines.csv recomputed on the new data")
     return notes

@@ -3,10 +3,15 @@
 It shows runs done, the current run's epoch and validation MAE, and an ETA from the mean
 epoch time measured so far in this invocation. Off a terminal (CI logs, files) the bar stays
 silent and only the one line per finished run that the driver prints remains.
+
+``SafeStream`` wraps every stream a command writes to: when the reader goes away (``| head``,
+a closed terminal) writing becomes a no-op instead of an error, so training and the writing
+of tables go on.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -21,10 +26,63 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+class SafeStream:
+    """A text stream that survives its reader: a broken pipe, a closed or failing stream
+    turns this and every later write into a no-op. Each write is flushed, so the failure
+    shows here and not in the interpreter's last flush at exit; the stream's descriptor is
+    then pointed at /dev/null, which keeps that last flush (and any code writing to the
+    descriptor directly) quiet as well."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.broken = stream is None
+
+    @classmethod
+    def wrap(cls, stream) -> SafeStream:
+        return stream if isinstance(stream, SafeStream) else cls(stream)
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # BrokenPipeError, closed file, full disk
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._break()
+
+    def isatty(self) -> bool:
+        try:
+            return not self.broken and self.stream.isatty()
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _break(self) -> None:
+        self.broken = True
+        try:
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 class Progress:
     def __init__(self, jobs: list[Job], done_epochs: dict[str, int], stream=None,
                  enabled: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = SafeStream.wrap(stream or sys.stderr)
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total_runs = len(jobs)
         self.runs_done = 0

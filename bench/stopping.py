@@ -15,9 +15,10 @@ import sys
 
 
 class _Stop:
-    """Set by the first Ctrl-C; checked after each epoch by every running job."""
+    """Set by the first Ctrl-C or SIGTERM; checked after each epoch by every running job."""
 
     requested = False
+    reason = "Ctrl-C"  # what asked to stop: "Ctrl-C" (SIGINT) or the signal's name
 
 
 _STOP_EVENT = None  # shared by the driver and its worker processes (``--jobs N``)
@@ -29,15 +30,24 @@ def on_signal(signum, frame) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt
     _Stop.requested = True
+    _Stop.reason = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     if mp.parent_process() is None:  # the driver speaks; workers just stop
-        print("\nstopping after the current epoch (Ctrl-C again to stop now)", file=sys.stderr,
-              flush=True)
+        text = ("stopping after the current epoch (Ctrl-C again to stop now)"
+                if signum == signal.SIGINT else f"{_Stop.reason}: stopping after the current "
+                f"epoch ({_Stop.reason} again or Ctrl-C to stop now)")
+        with contextlib.suppress(OSError, ValueError):  # nobody may read stderr any more
+            print(f"\n{text}", file=sys.stderr, flush=True)
 
 
 def stop_requested() -> bool:
     if _Stop.requested:
         return True
     return _STOP_EVENT is not None and _STOP_EVENT.is_set()
+
+
+def stop_reason() -> str:
+    """What asked the grid to stop, for the driver's last line: "Ctrl-C" or "SIGTERM"."""
+    return _Stop.reason
 
 
 def signal_seen() -> bool:
@@ -56,6 +66,7 @@ def graceful_stop():
     previous = signal.signal(signal.SIGINT, on_signal)
     previous_term = signal.signal(signal.SIGTERM, on_signal)
     _Stop.requested = False
+    _Stop.reason = "Ctrl-C"
     try:
         yield
     finally:

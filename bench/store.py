@@ -11,24 +11,37 @@ Layout of ``<results>/<experiment>/``::
                            status.json, records.csv, checkpoint.pt, lock
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed
-over the target, so a reader (or a process killed mid-write) never sees half a file.
+over the target, so a reader (or a process killed mid-write) never sees half a file; files
+get the usual permissions for the umask (0644 under 022), like any file the user creates.
+
+Nothing read back executes code. A run's ``status.json`` records the sha256 of the files it
+vouches for (``config.json``, ``records.csv``, ``checkpoint.pt``), written after them; before
+they are rewritten, the new checksums are recorded as ``pending``, so a process killed between
+the writes leaves every file matching either the old or the new checksum. ``RunDir.verify``
+checks them before a run is reused; ``read_records`` parses every cell with its type.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
+import math
 import os
 import platform
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: status.json records the files' sha256 ("files", "pending")
+RUN_FILES = ("config.json", "records.csv", "checkpoint.pt")
+RUN_STATES = ("running", "finished", "diverged", "failed")
 EPOCH_KEYS = ("schedule", "budget", "seed", "epoch")
 SUMMARY_KEYS = ("schedule", "budget", "seed")
 
@@ -50,13 +63,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename; the file gets
+    ``0666 & ~umask`` (``mkstemp`` alone would leave it 0600)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -85,14 +118,31 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def torch_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
+def load_weights_only(data: bytes, map_location=None) -> Any:
+    """A checkpoint read with the safe unpickler: tensors and plain containers only, so a
+    file that names any other callable is refused instead of executed (the refusal is the
+    caller's to report: torch's warnings about the file's format are not shown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
 
 
 def rows_to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -141,6 +191,17 @@ class FileLock:
         os.write(fd, f"{platform.node()} {os.getpid()}\n".encode())
         return True
 
+    def held_at_path(self) -> bool:
+        """Whether the file we hold locked is still the one at ``path`` (not deleted or
+        replaced, e.g. with its folder, while we held it)."""
+        if self.fd is None:
+            return False
+        try:
+            ours, there = os.fstat(self.fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -160,7 +221,11 @@ def read_json(path: Path) -> Any:
 
 
 class RunDir:
-    """Paths and state files of one training run."""
+    """Paths and state files of one training run, and the checksums its status vouches for.
+
+    ``sums`` holds the sha256 of each run file this object wrote or verified; every
+    ``write_status`` records them as ``files``. ``write_files`` writes files and then the
+    status, with the new checksums announced as ``pending`` first."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -169,37 +234,201 @@ class RunDir:
         self.records = self.root / "records.csv"
         self.checkpoint = self.root / "checkpoint.pt"
         self.lock = self.root / "lock"
+        self.sums: dict[str, str] = {}
+        self._last: dict | None = None  # the status as last written or adopted
 
+    # -- status -------------------------------------------------------------------------
     def read_status(self) -> dict | None:
         """The status dict, or None when absent; a damaged file raises ``ValueError``."""
-        if not self.status.exists():
-            return None
         try:
-            status = read_json(self.status)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{self.status}: unreadable ({exc})") from None
-        if not isinstance(status, dict) or "status" not in status:
-            raise ValueError(f"{self.status}: not a run status")
-        return status
+            data = self.status.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ValueError(f"{self.status}: unreadable ({exc.strerror or exc})") from None
+        return parse_status(data, self.status)
 
     def write_status(self, **status: Any) -> None:
-        atomic_write_json(self.status, {"schema": SCHEMA_VERSION, **status})
+        doc = {"schema": SCHEMA_VERSION, **status, "files": dict(self.sums)}
+        atomic_write_json(self.status, doc)
+        self._last = doc
+
+    @staticmethod
+    def vouched_by(status: dict | None, name: str) -> set[str]:
+        """The checksums ``status`` accepts for file ``name`` (recorded or pending)."""
+        status = status or {}
+        return {(status.get("files") or {}).get(name),
+                (status.get("pending") or {}).get(name)} - {None}
+
+    def vouched(self, name: str) -> set[str]:
+        """The checksums the status last written or adopted accepts for file ``name``."""
+        return self.vouched_by(self._last, name)
+
+    def adopt(self, status: dict | None) -> None:
+        """Continue from a status read back (and verified): its checksums become ours."""
+        self._last = status
+        self.sums = dict((status or {}).get("files") or {})
+
+    def write_files(self, files: dict[str, bytes], **status: Any) -> None:
+        """Write run files, then the status that vouches for them (see the module doc)."""
+        new = {name: sha256_bytes(data) for name, data in files.items()}
+        if self._last is not None:
+            atomic_write_json(self.status, {**self._last, "pending": new})
+        for name, data in files.items():
+            atomic_write_bytes(self.root / name, data)
+        self.sums.update(new)
+        self.write_status(**status)
+
+    def verify(self, status: dict | None, names: tuple[str, ...] = RUN_FILES) -> str | None:
+        """The first problem with the run files ``status`` vouches for, or None.
+
+        A file must match the checksum recorded for it (or the pending one); a file the status
+        does not vouch for must not be there, and without a status neither records nor a
+        checkpoint may be. A status written before checksums were recorded (schema 1) is
+        checked by the types of its records alone."""
+        if status is None:
+            stray = [p.name for p in (self.records, self.checkpoint) if p.exists()]
+            return (f"{self.status}: missing, so {' and '.join(stray)} cannot be verified"
+                    if stray else None)
+        if status.get("schema", 1) < 2:
+            return None
+        for name in names:
+            path = self.root / name
+            want = self.vouched_by(status, name)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                if want:
+                    return f"{path}: missing (status.json records its checksum)"
+                continue
+            except OSError as exc:
+                return f"{path}: unreadable ({exc.strerror or exc})"
+            if not want:
+                return f"{path}: not vouched for by status.json"
+            if sha256_bytes(data) not in want:
+                return f"{path}: checksum differs from status.json (edited or damaged)"
+        return None
+
+    # -- records ------------------------------------------------------------------------
+    @staticmethod
+    def records_bytes(rows: list[dict[str, Any]]) -> bytes:
+        # A run that diverged in its first epoch still gets a header, so it reads as empty.
+        return rows_to_csv(rows, None if rows else ["epoch", "lr"]).encode()
 
     def write_records(self, rows: list[dict[str, Any]]) -> None:
-        # A run that diverged in its first epoch still gets a header, so it reads as empty.
-        atomic_write_text(self.records, rows_to_csv(rows, None if rows else ["epoch", "lr"]))
+        data = self.records_bytes(rows)
+        atomic_write_bytes(self.records, data)
+        self.sums["records.csv"] = sha256_bytes(data)
 
-    def read_records(self) -> list[dict[str, Any]]:
-        """Rows of ``records.csv`` with numbers parsed; a damaged file raises ``ValueError``."""
-        import pandas as pd
+    def read_records(self, data: bytes | None = None) -> list[dict[str, Any]]:
+        """Rows of ``records.csv``, every cell parsed with its column's type (``epoch`` an
+        integer counting from 0, every other column a finite number >= 0); a damaged file
+        raises ``ValueError`` naming the line and column."""
+        if data is None:
+            try:
+                data = self.records.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"{self.records}: unreadable ({exc.strerror or exc})") from None
+        return parse_records(data, self.records)
 
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_status(data: bytes, where: Path) -> dict:
+    """A run's status from its bytes, every key of known type; else ``ValueError``."""
+    try:
+        status = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where}: unreadable ({exc})") from None
+    if not isinstance(status, dict) or status.get("status") not in RUN_STATES:
+        raise ValueError(f"{where}: not a run status")
+
+    def bad(key: str, what: str) -> ValueError:
+        return ValueError(f"{where}: {key} must be {what}, found {status.get(key)!r}")
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("schema", "epochs_done", "target_epochs", "fused"):
+        if key in status and not count(status[key]):
+            raise bad(key, "an integer >= 0")
+    if status.get("diverged_epoch") is not None and not count(status["diverged_epoch"]):
+        raise bad("diverged_epoch", "an integer >= 0")
+    for key in ("config_hash", "message", "traceback"):
+        if key in status and not isinstance(status[key], str):
+            raise bad(key, "a string")
+    for key in ("files", "pending"):
+        sums = status.get(key, {})
+        if not isinstance(sums, dict) or any(
+                name not in RUN_FILES or not isinstance(v, str) or not _HEX64.fullmatch(v)
+                for name, v in sums.items()):
+            raise bad(key, f"a map of {', '.join(RUN_FILES)} to sha256 digests")
+    if status["status"] in ("finished", "diverged") and "epochs_done" not in status:
+        raise ValueError(f"{where}: {status['status']} without epochs_done")
+    return status
+
+
+# The columns of ``stforecast.engine.EpochRecord.row()``.
+RECORD_COLUMNS = ("epoch", "lr", "lr_end", "train_loss", "val_mae", "val_rmse", "val_mape",
+                  "test_mae", "test_rmse", "test_mape", "seconds", "train_seconds",
+                  "eval_seconds")
+REQUIRED_COLUMNS = ("epoch", "lr", "val_mae", "test_mae", "seconds")  # what the tables use
+_METRIC = re.compile(r"(val|test)_(mae|rmse|mape)(_h[0-9]+)?")
+_INTEGER = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def parse_records(data: bytes, where: Path) -> list[dict[str, Any]]:
+    """``records.csv`` from its bytes (see ``RunDir.read_records``)."""
+    try:
+        text = data.decode("utf-8")
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{where}: unreadable ({exc})") from None
+    if not lines or not lines[0]:
+        raise ValueError(f"{where}: empty or truncated (no header)")
+    header = lines[0]
+    if header[0] != "epoch" or "lr" not in header or len(set(header)) != len(header):
+        raise ValueError(f"{where}: damaged header (expected epoch, lr, ...)")
+    unknown = [c for c in header if c not in RECORD_COLUMNS and not _METRIC.fullmatch(c)]
+    if unknown:
+        raise ValueError(f"{where}: unexpected column {unknown[0]!r}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if len(lines) > 1 and missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
+    rows = []
+    for line, cells in enumerate(lines[1:], start=2):
+        if len(cells) != len(header):
+            raise ValueError(f"{where}: line {line} has {len(cells)} of {len(header)} cells "
+                             "(truncated or damaged)")
+        row: dict[str, Any] = {}
+        for column, cell in zip(header, cells):
+            row[column] = _cell(cell, column, f"{where}: line {line}, column {column}")
+        rows.append(row)
+    epochs = [r["epoch"] for r in rows]
+    if epochs != list(range(len(rows))):
+        raise ValueError(f"{where}: epochs not 0, 1, 2, ... (found {epochs[:4]}"
+                         f"{' ...' if len(epochs) > 4 else ''}; truncated or damaged)")
+    return rows
+
+
+def _cell(cell: str, column: str, where: str) -> int | float:
+    if column == "epoch":
+        if not _INTEGER.fullmatch(cell):
+            raise ValueError(f"{where}: {cell[:40]!r} is not an epoch number")
+        return int(cell)
+    if not _NUMBER.fullmatch(cell):
         try:
-            df = pd.read_csv(self.records)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.records}: unreadable ({exc})") from None
-        if "epoch" not in df or "lr" not in df:
-            raise ValueError(f"{self.records}: missing columns 'epoch'/'lr'")
-        if df.isna().any().any() or list(df["epoch"]) != list(range(len(df))):
-            raise ValueError(f"{self.records}: truncated or damaged (epochs "
-                             f"{list(df['epoch'])[:3]}...)")
-        return df.to_dict("records")
+            value = float(cell)
+        except ValueError:
+            raise ValueError(f"{where}: {cell[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {cell!r} is not finite")
+        raise ValueError(f"{where}: {cell[:40]!r} is not a plain number")
+    value = float(cell)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {cell[:40]!r} is not finite")
+    if value < 0:
+        raise ValueError(f"{where}: {cell} is negative")
+    return value

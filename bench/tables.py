@@ -4,6 +4,11 @@ The grid an experiment has ever been asked for is kept in ``grid.json`` (the uni
 ``bench run`` into the folder), so tables always cover every requested cell, whatever subset
 the latest command ran. A cell whose run is unfinished appears in ``summary.csv`` with its
 status and no metrics.
+
+Both tables are derived: they hold nothing the run folders do not, so ``bench report`` and
+``bench check`` rebuild them (``rebuild_tables``) and say so when what was on disk differed. A
+run's records enter them only when they match the checksum its ``status.json`` records and
+parse with their types; a damaged run is a problem, named once, and its cells read as missing.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from bench.plan import Job, fold
 from bench.store import (
     EPOCH_KEYS,
     RunDir,
+    StoreError,
     atomic_write_json,
     atomic_write_text,
+    parse_records,
+    parse_status,
     read_json,
     rows_to_csv,
+    sha256_bytes,
 )
 
 METRIC_COLUMNS = [f"{m}{h}" for m in ("mae", "rmse", "mape") for h in ("", "_h3", "_h6", "_h12")]
@@ -103,19 +112,49 @@ def _cell_summary(cell, rows: list[dict], status: dict | None) -> dict[str, Any]
     return out
 
 
-_RECORDS: dict[Path, tuple[tuple[int, int], list[dict]]] = {}
+_RECORDS: dict[Path, tuple[str, list[dict]]] = {}  # records.csv -> (sha256, parsed rows)
 
 
-def _cached_records(run: RunDir) -> list[dict]:
-    """A run's records, parsed again only when its file changed: the tables are rebuilt
-    after every finished job, and most runs have not changed since the last time."""
-    stat = run.records.stat()
-    key = (stat.st_mtime_ns, stat.st_size)
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def read_run(run: RunDir) -> tuple[list[dict], dict | None]:
+    """A run's verified records and status; ``ValueError`` names what is damaged.
+
+    The status is read before and after the records, and the pair read again if it changed
+    meanwhile, so a run being trained (its files rewritten each epoch) is never mistaken for a
+    damaged one. Records are parsed again only when their content changed: the tables are
+    rebuilt after every finished job, and most runs have not changed since the last time."""
+    for _ in range(20):
+        before = _read(run.status)
+        records = _read(run.records)
+        if _read(run.status) == before:
+            break
+    status = None if before is None else parse_status(before, run.status)
+    if records is None:
+        if status is not None and status.get("schema", 1) >= 2 and run.vouched_by(
+                status, "records.csv"):
+            raise ValueError(f"{run.records}: missing (status.json records its checksum)")
+        return [], status
+    if status is None:
+        raise ValueError(f"{run.status}: missing, so records.csv cannot be verified")
+    digest = sha256_bytes(records)
+    if status.get("schema", 1) >= 2 and digest not in run.vouched_by(status, "records.csv"):
+        raise ValueError(f"{run.records}: checksum differs from status.json (edited or "
+                         "damaged)")
     hit = _RECORDS.get(run.records)
-    if hit is None or hit[0] != key:
-        hit = (key, run.read_records())
+    if hit is None or hit[0] != digest:
+        hit = (digest, parse_records(records, run.records))
         _RECORDS[run.records] = hit
-    return hit[1]
+    rows = hit[1]
+    if status["status"] in ("finished", "diverged") and len(rows) != status["epochs_done"]:
+        raise ValueError(f"{run.records}: {len(rows)} rows, status says "
+                         f"{status['epochs_done']}")
+    return rows, status
 
 
 def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
@@ -129,11 +168,8 @@ def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
         job = job_for(cell, grid)
         if job.key not in cache:
             run = RunDir(exp_dir / "runs" / job.key)
-            rows, status = [], None
             try:
-                status = run.read_status()
-                if run.records.exists():
-                    rows = _cached_records(run)
+                rows, status = read_run(run)
             except ValueError as exc:
                 problems.append(str(exc))
                 rows, status = [], None
@@ -146,14 +182,87 @@ def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
     return epoch_rows, summary_rows, problems
 
 
-def write_tables(exp_dir: Path) -> list[str]:
-    """Rewrite ``epochs.csv`` and ``summary.csv`` atomically; return problems found."""
+def render_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
+    """The text of ``epochs.csv`` and ``summary.csv`` built from the run folders, and the
+    problems (damaged runs) found on the way."""
     epoch_rows, summary_rows, problems = collect(exp_dir)
     lead = list(EPOCH_KEYS)
     cols = dict.fromkeys(lead)
     for row in epoch_rows:  # a union, in first-seen order
         cols.update(dict.fromkeys(row))
-    atomic_write_text(exp_dir / "epochs.csv",
-                      rows_to_csv(epoch_rows, list(cols) if epoch_rows else lead + ["lr"]))
-    atomic_write_text(exp_dir / "summary.csv", rows_to_csv(summary_rows, SUMMARY_COLUMNS))
+    epochs = rows_to_csv(epoch_rows, list(cols) if epoch_rows else lead + ["lr"])
+    return epochs, rows_to_csv(summary_rows, SUMMARY_COLUMNS), problems
+
+
+def write_tables(exp_dir: Path) -> list[str]:
+    """Rewrite ``epochs.csv`` and ``summary.csv`` atomically; return problems found."""
+    epochs, summary, problems = render_tables(exp_dir)
+    atomic_write_text(exp_dir / "epochs.csv", epochs)
+    atomic_write_text(exp_dir / "summary.csv", summary)
     return problems
+
+
+def _as_they_are(exp_dir: Path, why: str) -> tuple[str, str, list[str]]:
+    texts = []
+    for name in ("epochs.csv", "summary.csv"):
+        try:
+            texts.append((exp_dir / name).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{exp_dir / name}: not found; run 'python -m bench run' "
+                              "first") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{exp_dir / name}: unreadable ({exc})") from None
+    return texts[0], texts[1], [f"{exp_dir}: {why}, so epochs.csv and summary.csv cannot be "
+                                "checked against run folders; read as they are"]
+
+
+def rebuild_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
+    """``epochs.csv`` and ``summary.csv`` rebuilt from the run folders for a reader (``bench
+    report``, ``bench check``): rewritten under the experiment lock where they differ from
+    what is on disk. Returns both texts and notes: damaged runs, and each table that did not
+    match (or could not be rewritten, in a read-only folder, when the rebuilt text is used).
+
+    Tables handed on without what they were derived from (no ``grid.json``, or no ``runs/``
+    folder while they hold more than the grid alone says) cannot be verified: they are
+    returned as they are, with a note, and never overwritten."""
+    from bench.prepare import experiment_lock  # prepare imports this module
+
+    if not (exp_dir / "grid.json").exists():
+        return _as_they_are(exp_dir, "no grid.json")
+    try:
+        lock = experiment_lock(exp_dir)
+        lock.acquire()
+    except StoreError:
+        lock = None  # a read-only folder: verify, and use the rebuilt tables without writing
+    try:
+        *texts, problems = render_tables(exp_dir)
+        notes = list(problems)
+        changed = []
+        for name, text in zip(("epochs.csv", "summary.csv"), texts):
+            path = exp_dir / name
+            try:
+                on_disk = path.read_bytes()
+            except FileNotFoundError:
+                on_disk, why = None, "was missing"
+            except OSError:
+                on_disk, why = None, "was unreadable"
+            else:
+                why = "did not match the run folders (truncated, edited or out of date)"
+            if on_disk != text.encode():
+                changed.append((path, text, why))
+        if changed and not (exp_dir / "runs").is_dir() and all(
+                path.exists() for path, _, _ in changed):
+            return _as_they_are(exp_dir, "no run folders (runs/)")
+        for path, text, why in changed:
+            try:
+                if lock is None:
+                    raise StoreError("no lock")
+                atomic_write_text(path, text)
+                notes.append(f"{path.name} {why}; rebuilt")
+            except StoreError:
+                notes.append(f"{path.name} {why}; rebuilt in memory (the folder is not "
+                             "writable)")
+        return texts[0], texts[1], notes
+    finally:
+        if lock is not None:
+            lock.release()

@@ -245,7 +245,12 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, scheduler, RNGs, epoch."""
+        """Everything needed to continue exactly: weights, optimizer, scheduler, RNGs, epoch.
+
+        Only tensors and plain containers of str / int / float / bool / None, so a checkpoint
+        loads with ``torch.load(..., weights_only=True)``, which executes no code: the numpy
+        RNG state is a tensor plus plain numbers, the records plain dicts of numbers."""
+        kind, key, pos, has_gauss, cached = np.random.get_state()
         state = {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -253,21 +258,45 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "records": [asdict(r) for r in self.records],
+            "numpy_rng": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)),
+                          "pos": int(pos), "has_gauss": int(has_gauss),
+                          "cached_gaussian": float(cached)},
+            "records": [_plain(asdict(r)) for r in self.records],
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s output; a malformed state raises ``ValueError``."""
+        records = [EpochRecord(**r) for r in state["records"]]
+        epoch = int(state["epoch"])
+        if epoch != len(records) or [r.epoch for r in records] != list(range(epoch)):
+            raise ValueError(f"state of epoch {epoch} holds {len(records)} records")
+        numpy_rng = state["numpy_rng"]
+        if isinstance(numpy_rng, dict):  # the form state_dict() writes
+            numpy_rng = (numpy_rng["kind"],
+                         np.asarray(numpy_rng["key"].numpy(), dtype=np.int64).astype(np.uint32),
+                         int(numpy_rng["pos"]), int(numpy_rng["has_gauss"]),
+                         float(numpy_rng["cached_gaussian"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        np.random.set_state(numpy_rng)
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self.epoch = int(state["epoch"])
-        self.records = [EpochRecord(**r) for r in state["records"]]
+        self.epoch = epoch
+        self.records = records
+
+
+def _plain(value: Any) -> Any:
+    """Numbers as Python ``int`` / ``float`` (never numpy scalars), recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(value)

@@ -1,10 +1,11 @@
 """Masked MAE, RMSE and MAPE on the original scale.
 
 A target equal to the null value (0.0 for speeds, METR-LA's missing marker) or not finite is
-excluded; MAPE also excludes targets equal to zero, whatever the null value. Metrics over a
-whole split are computed per horizon as sum over observed entries / their count; "overall"
-is the mean of the per-horizon values over all output steps, the convention of the Graph
-WaveNet and DCRNN evaluation code that published METR-LA numbers come from.
+excluded; with ``null_value`` NaN ("none") only NaN cells are missing and zeros are values.
+MAPE also excludes targets equal to zero, whatever the null value. Metrics over a whole split
+are computed per horizon as sum over observed entries / their count; "overall" is the mean
+of the per-horizon values over all output steps, the convention of the Graph WaveNet and
+DCRNN evaluation code that published METR-LA numbers come from.
 
 Names follow ``<metric>`` for overall and ``<metric>_h<k>`` for the k-th predicted step
 (``mae_h3`` is 15 minutes ahead at 5-minute data).
@@ -27,8 +28,13 @@ def null_mask(target: torch.Tensor, null_value: float) -> torch.Tensor:
 
 
 def _masked_abs_error(pred: torch.Tensor, target: torch.Tensor, null_value: float):
-    """``|pred - target|`` with unobserved targets zeroed, and the observed mask."""
+    """``|pred - target|`` with unobserved targets zeroed, and the observed mask.
+
+    Unobserved targets are replaced before the difference is taken: a NaN target (the
+    missing marker when ``null_value`` is NaN) would otherwise send NaN through the gradient
+    of the branch ``torch.where`` discards."""
     mask = null_mask(target, null_value)
+    target = torch.where(mask, target, torch.zeros_like(target))
     return torch.where(mask, (pred - target).abs(), torch.zeros_like(pred)), mask
 
 
@@ -53,6 +59,7 @@ def masked_mae_stacked(pred: torch.Tensor, target: torch.Tensor,
 
 def masked_rmse(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.0) -> torch.Tensor:
     mask = null_mask(target, null_value)
+    target = torch.where(mask, target, torch.zeros_like(target))
     err = torch.where(mask, (pred - target).square(), torch.zeros_like(pred))
     return (err.sum() / mask.sum().clamp_min(1)).sqrt()
 
@@ -61,7 +68,7 @@ def masked_mape(pred: torch.Tensor, target: torch.Tensor, null_value: float = 0.
     """Mean absolute percentage error in percent, over observed non-zero targets."""
     mask = null_mask(target, null_value) & (target != 0)
     safe = torch.where(mask, target, torch.ones_like(target))
-    err = torch.where(mask, ((pred - target) / safe).abs(), torch.zeros_like(pred))
+    err = torch.where(mask, ((pred - safe) / safe).abs(), torch.zeros_like(pred))
     return 100.0 * err.sum() / mask.sum().clamp_min(1)
 
 
@@ -80,7 +87,7 @@ class HorizonMetrics:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         mask = null_mask(target, self.null_value)
         pmask = mask & (target != 0)
-        err = torch.where(mask, pred - target, 0.0)
+        err = torch.where(mask, pred - torch.where(mask, target, 0.0), 0.0)
         pct = torch.where(pmask, err / target, 0.0).abs()  # 0/0 entries are masked out
         dims, f64 = (0, 2, 3), torch.float64  # reduce batch, nodes, features; keep time
         self.sums += torch.stack([

@@ -119,7 +119,9 @@ def test_unreadable_checkpoint_is_reported_and_the_run_redone(profile, tmp_path,
     capsys.readouterr()
     assert main(["run", "--profile", str(profile), "--results", str(results)]) == 0
     err = capsys.readouterr().err
-    assert "checkpoint.pt: unreadable checkpoint" in err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "checkpoint.pt: checksum differs" in notes[0], err
+    assert "redone" in notes[0]
     assert metrics_only(read(results / "tiny/epochs.csv")) == reference
 
 
@@ -184,6 +186,7 @@ def test_ctrl_c_leaves_everything_resumable(profile, tmp_path, reference, presse
     assert "Traceback" not in err
     if presses == 1:
         assert "stopping after the current epoch" in err
+        assert "stopped by Ctrl-C" in err
         st = json.loads(status.read_text())
         assert 3 <= st["epochs_done"] < 12
     assert main(["run", "--profile", str(profile), "--results", str(results)]) == 0
@@ -253,6 +256,7 @@ def test_sigterm_to_the_driver_alone_stops_worker_processes(profile, tmp_path, r
     proc.send_signal(signal.SIGTERM)  # as a cluster does on pre-emption; workers get nothing
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert "stopped by SIGTERM" in err and "Ctrl-C;" not in err
     assert json.loads(status.read_text())["epochs_done"] < 12
     assert main(["run", "--profile", str(profile), "--results", str(results)]) == 0
     assert metrics_only(read(results / "tiny/epochs.csv")) == reference

@@ -51,6 +51,14 @@ def test_report_has_every_section_and_figure(experiment):
     assert "MultiStepLR lr is 1e-3 for epochs 0–29" in text
     # The 2 x 2 ablation is filled in because the ablation group ran.
     assert "The note's change (plateau → multistep)" in text
+    # Paired comparisons: t interval, exact and Holm p, verdict by the stated rule; two seeds
+    # can never decide, so no comparison reads better or worse.
+    from bench.report.stats import VERDICT_RULE
+
+    assert "| 95 % t interval | wins | p | Holm p | verdict | seeds for 80 % power |" in text
+    assert VERDICT_RULE in text and "| too few seeds to tell |" in text
+    assert "| better |" not in text and "| worse |" not in text
+    assert "bootstrap" not in text
 
 
 def test_report_numbers_come_from_the_summary(experiment):
@@ -65,13 +73,15 @@ def test_report_numbers_come_from_the_summary(experiment):
 
 
 def test_report_is_reproducible(experiment):
-    for name in ("r1", "r2"):
+    out = experiment / "r1"
+    texts, pictures = [], []
+    for _ in range(2):
         main(["report", "--results", str(experiment / "results"), "--experiment", "tiny",
-              "--out", str(experiment / name)])
-    assert (experiment / "r1/tiny/report.md").read_text() == \
-        (experiment / "r2/tiny/report.md").read_text()
-    lr1, lr2 = (experiment / "r1/tiny/lr.png"), (experiment / "r2/tiny/lr.png")
-    assert lr1.read_bytes() == lr2.read_bytes()
+              "--out", str(out)])
+        texts.append((out / "tiny/report.md").read_text())
+        pictures.append((out / "tiny/lr.png").read_bytes())
+        (out / "tiny/report.md").unlink()
+    assert texts[0] == texts[1] and pictures[0] == pictures[1]
 
 
 def scaled_baseline(experiment, factor, spread: float | None = 0.0) -> Path:

@@ -127,9 +127,13 @@ def test_experiment_folder_refuses_other_model_settings(profile, tmp_path, capsy
     assert run(profile, tmp_path / "r", "--schedules", "plateau", "--seeds", "1",
                "--budgets", "6") == 0
     code = run(profile, tmp_path / "r", "--schedules", "plateau", "--seeds", "1",
-               "--budgets", "3", "--model", "stgcn")
+               "--budgets", "3", "--model", "stgcn", "--experiment", "tiny")
     assert code == 2
     assert "--experiment" in capsys.readouterr().err
+    # without --experiment another model gets its own folder
+    assert run(profile, tmp_path / "r", "--schedules", "plateau", "--seeds", "1",
+               "--budgets", "3", "--model", "stgcn") == 0
+    assert (tmp_path / "r/tiny-stgcn/summary.csv").exists()
 
 
 def test_list_names_every_component(capsys):

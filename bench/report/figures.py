@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.report.results import Results, baseline  # noqa: E402
+from bench.report.results import Results, baseline, dataset_title, units  # noqa: E402
 from bench.store import atomic_write_bytes  # noqa: E402
 
 SEED_SCHEDULES = ("plateau", "multistep", "warmup_cosine")
@@ -25,6 +25,12 @@ def _save(fig, path: Path) -> None:
                 metadata={"Software": None})  # no version stamp: regenerated files compare equal
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _subject(res: Results) -> str:
+    """``stid on sz-taxi (experiment sz-taxi)``: what a figure shows, without machine paths."""
+    model = res.experiment.get("model", {}).get("name", "?")
+    return f"{model} on {dataset_title(res)} (experiment {res.name})"
 
 
 def _colors(res: Results) -> dict[str, str]:
@@ -71,7 +77,7 @@ def lr_figure(res: Results, path: Path) -> None:
         ax.set_xlim(0, b)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("learning rate (log scale)")
-    fig.suptitle(f"Learning-rate paths ({res.name})")
+    fig.suptitle(f"Learning-rate paths: {_subject(res)}")
     _legend(fig, axes)
     fig.tight_layout()
     _save(fig, path)
@@ -97,13 +103,19 @@ def mae_figure(res: Results, path: Path) -> None:
                 tails.extend(mean.values[min(3, len(mean) - 1):])
             ax.set_title(f"{split} MAE, {b}-epoch budget")
             ax.set_xlabel("epoch")
-            ax.set_ylabel(f"{split} MAE (original units)")
+            ax.set_ylabel(f"{split} MAE ({units(res)})")
             ax.set_xlim(0, b)
             ax.grid(True, alpha=0.3)
+        if not tails:  # no run has an epoch to draw (all diverged at epoch 0): empty axes
+            continue
         # Scale to where the schedules differ; the first epochs and distant baselines would
         # flatten every curve into one line.
         lo, hi = float(np.nanmin(tails)), float(np.nanpercentile(tails, 97))
-        pad = 0.08 * (hi - lo)
+        # A baseline below every curve is the finding that matters: keep it in view.
+        below = [v for n in ("historical_average", "persistence")
+                 if (v := baseline(res, n, split)) is not None and v < lo]
+        lo = min([lo, *below])
+        pad = 0.08 * (hi - lo) or 0.01 * abs(hi) or 0.01
         lo, hi = lo - pad, hi + pad
         for ax in axes[row]:
             for name, ls in (("historical_average", ":"), ("persistence", "--")):
@@ -124,7 +136,8 @@ def mae_figure(res: Results, path: Path) -> None:
                     ax.plot([], [], color="black", linestyle=ls, linewidth=1,
                             label=label + ", off scale")
             ax.set_ylim(lo, hi)
-    fig.suptitle(f"MAE during training, mean ± std over seeds ({res.name})")
+    spread = "one seed" if len(res.seeds) == 1 else "mean ± std over seeds"
+    fig.suptitle(f"MAE during training, {spread}: {_subject(res)}")
     _legend(fig, axes[0])
     fig.tight_layout()
     _save(fig, path)
@@ -144,23 +157,27 @@ def final_figure(res: Results, path: Path) -> None:
                 continue
             ax.barh(i, v.mean(), color=colors[s], alpha=0.35)
             ax.plot(v, np.full(len(v), i), "o", color=colors[s], markersize=4)
+        # Bars start at zero, so their lengths compare; the baselines are always drawn.
+        right = list(df[df["budget"] == b]["test_mae"])
         for name, ls in (("historical_average", ":"), ("persistence", "--")):
             bv = baseline(res, name)
             if bv is not None:
-                ax.axvline(bv, color="black", linestyle=ls, linewidth=1,
-                           label=name.replace("_", " "))
-        vals = df[df["budget"] == b]["test_mae"]
-        if len(vals):
-            span = vals.max() - vals.min()
-            ax.set_xlim(vals.min() - 0.3 * span - 1e-3, vals.max() + 0.3 * span + 1e-3)
+                ax.axvline(bv, color="black", linestyle=ls, linewidth=1.2,
+                           label=f"{name.replace('_', ' ')} ({bv:.2f})")
+                right.append(bv)
+        if right:
+            ax.set_xlim(0, 1.08 * max(right))
         ax.set_title(f"{b}-epoch budget")
-        ax.set_xlabel("final test MAE (original units)")
+        ax.set_xlabel(f"final test MAE ({units(res)})")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(names)))
     axes[0][0].set_yticklabels(names)
     axes[0][0].invert_yaxis()
-    fig.suptitle(f"Final test MAE by seed ({res.name})")
+    fig.suptitle(f"Final test MAE by seed: {_subject(res)}")
     fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               frameon=False, fontsize=9)
     _save(fig, path)
 
 
@@ -172,3 +189,38 @@ def write_figures(res: Results, out_dir: Path) -> dict[str, str]:
     mae_figure(res, out_dir / files["mae"])
     final_figure(res, out_dir / files["final"])
     return files
+
+
+def performance_profile_figure(ratios: dict[int, dict[str, list[float]]], order: list[str],
+                               path: Path, tau_max: float = 1.25,
+                               title: str = "Performance profile") -> None:
+    """AlgoPerf-style performance profile: per budget (one panel) and schedule (one curve),
+    the share of experiments in which the schedule's ratio to the best is at most τ.
+    ``ratios`` maps budget -> schedule -> ratio per experiment (inf where it did not run)."""
+    budgets = sorted(ratios)
+    colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(order)}
+    taus = np.linspace(1.0, tau_max, 501)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False,
+                             sharey=True)
+    axes = axes[0]
+    for ax, b in zip(axes, budgets):
+        for s, values in ratios[b].items():
+            r = np.asarray(values, dtype=float)
+            share = (r[None, :] <= taus[:, None] * (1 + 1e-12)).mean(axis=1)
+            ax.step(taus, share, where="post", color=colors.get(s, "black"), label=s,
+                    **_style(s))
+        ax.set_title(f"{b}-epoch budget")
+        ax.set_xlabel("τ (ratio to the best mean final test MAE)")
+        ax.set_xlim(1.0, tau_max)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("share of experiments within τ of the best")
+    fig.suptitle(title)
+    labelled = {}  # every panel's curves: a schedule may run at some budgets only
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    fig.legend(list(labelled.values()), list(labelled), loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

@@ -12,7 +12,14 @@ import numpy as np
 
 from bench.report.markdown import f3, lr_text, md_table, pct
 from bench.report.results import Results, curve, per_seed, ranking
-from bench.report.stats import epochs_to_reach, paired_relative_change
+from bench.report.stats import (
+    VERDICT_RULE,
+    epochs_to_reach,
+    holm,
+    min_seeds,
+    paired_comparison,
+    verdict,
+)
 
 REFERENCE = "plateau"  # the tuning note's original configuration
 PROPOSAL = "multistep"  # the note's proposal
@@ -25,32 +32,57 @@ ABLATION = {  # (schedule, optimizer settings) -> schedule name
 NOTE_PREDICTIONS = {30: (4.6, 4.8), 60: (4.3, 4.5), 100: (4.0, 4.2)}
 
 
+def interval_text(cmp: dict) -> str:
+    """A paired comparison's t interval, or "–" where one seed gives none."""
+    return "–" if cmp["lo"] is None else f"[{pct(cmp['lo'])}, {pct(cmp['hi'])}]"
+
+
+def p_text(p: float | None, exact: bool = True) -> str:
+    return "–" if p is None else ("" if exact else "≈") + f"{p:.3g}"
+
+
+def power_text(cmp: dict) -> str:
+    if cmp["n_for_power"] is not None:
+        return str(cmp["n_for_power"])
+    return "> 1000" if cmp["power_beyond_max"] else "–"
+
+
 def comparison_section(res: Results) -> str:
     if REFERENCE not in res.schedule_order:
         return ("## Against the original configuration\n\nThe reference schedule "
                 f"`{REFERENCE}` is not in this experiment, so no paired comparison is made.")
     parts = ["## Against the original configuration (`plateau`), paired by seed",
              "Relative change of final test MAE against `plateau` with the same seed "
-             "(negative is better), its mean over seeds with a bootstrap 95 % interval, and "
-             "the seeds on which the schedule beat `plateau`. With few seeds the interval is "
-             "coarse: an interval that straddles 0 means no detectable difference."]
+             "(negative is better): its mean over seeds with the paired t 95 % interval "
+             "(none for one seed), the seeds on which the schedule beat `plateau`, the exact "
+             "two-sided sign-flip permutation p of the mean change (≈: from 9999 random sign "
+             "patterns, beyond 16 seeds), that p Holm-adjusted over the comparisons of the "
+             "budget's table, the verdict, and the seeds a paired t test would need to detect "
+             "the observed change with 80 % power at the observed spread (the sign-flip "
+             f"verdict needs {min_seeds()} seeds whatever that number). {VERDICT_RULE}"]
     for b in res.budgets:
         ref = per_seed(res, REFERENCE, b)
+        ranked = ranking(res, b)
+        cmps = {s: paired_comparison(per_seed(res, s, b), ref) for s, _ in ranked
+                if s != REFERENCE}
+        names = [s for s, c in cmps.items() if c is not None]
+        adjusted = dict(zip(names, holm([cmps[s]["p"] for s in names])))
         rows = []
-        for rank, (s, mean) in enumerate(ranking(res, b), 1):
-            if s == REFERENCE:
-                rows.append([str(rank), f"`{s}`", f3(mean), "reference", "–"])
+        for rank, (s, mean) in enumerate(ranked, 1):
+            cmp = cmps.get(s)
+            if s == REFERENCE or cmp is None:
+                rows.append([str(rank), f"`{s}`", f3(mean),
+                             "reference" if s == REFERENCE else "no shared seeds"]
+                            + ["–"] * 6)
                 continue
-            cmp = paired_relative_change(per_seed(res, s, b), ref)
-            if cmp is None:
-                rows.append([str(rank), f"`{s}`", f3(mean), "no shared seeds", "–"])
-                continue
-            rows.append([str(rank), f"`{s}`", f3(mean),
-                         f"{pct(cmp['mean'])} [{pct(cmp['lo'])}, {pct(cmp['hi'])}]",
-                         f"{cmp['wins']}/{cmp['n']}"])
+            rows.append([str(rank), f"`{s}`", f3(mean), pct(cmp["mean"]), interval_text(cmp),
+                         f"{cmp['wins']}/{cmp['n']}", p_text(cmp["p"], cmp["exact"]),
+                         p_text(adjusted[s], cmp["exact"]),
+                         verdict(cmp["mean"], adjusted[s], cmp["n"]), power_text(cmp)])
         parts.append(f"### {b} epochs (ranked by mean final test MAE)\n\n"
-                     + md_table(["rank", "schedule", "test MAE", "vs plateau (95 % CI)",
-                                 "wins"], rows))
+                     + md_table(["rank", "schedule", "test MAE", "vs plateau",
+                                 "95 % t interval", "wins", "p", "Holm p", "verdict",
+                                 "seeds for 80 % power"], rows, "llrrrrrrlr"))
     return "\n\n".join(parts)
 
 
@@ -102,6 +134,22 @@ def convergence_verdict(speed: float | None) -> str:
     return "refuted: not faster" if speed <= 1 else f"refuted: only {speed:.2f}× faster"
 
 
+def gain_verdict(cmp: dict, claimed: float = -0.20) -> str:
+    """Verdict on "20–25 % better": the paired t interval against the claimed −20 %, judged
+    only with enough seeds for the sign-flip test to decide (``min_seeds``)."""
+    if cmp["n"] < 2:
+        return "one seed: no test"
+    if cmp["n"] < min_seeds():
+        return "too few seeds to tell" + ("; the t interval lies above −20 %"
+                                          if cmp["lo"] > claimed else "")
+    if cmp["hi"] <= claimed:
+        return "confirmed"
+    if cmp["lo"] > claimed:
+        return "refuted" + (": MultiStepLR is worse" if cmp["lo"] > 0 else
+                            ": the gain is smaller")
+    return "undecided (interval includes −20 %)"
+
+
 def claims_section(res: Results) -> str:
     """The tuning note's claims beside the measurements, each with a verdict."""
     rows = []
@@ -151,20 +199,15 @@ def claims_section(res: Results) -> str:
 
     if REFERENCE in have and PROPOSAL in have:
         for b in sorted(res.budgets):
-            cmp = paired_relative_change(per_seed(res, PROPOSAL, b), per_seed(res, REFERENCE, b))
+            cmp = paired_comparison(per_seed(res, PROPOSAL, b), per_seed(res, REFERENCE, b))
             if cmp is None:
                 continue
             if b == longest:
                 claim = f"MultiStepLR is 20–25 % better than Plateau at {b} epochs"
-                if cmp["hi"] <= -0.20:
-                    verdict = "confirmed"
-                elif cmp["lo"] > -0.20:
-                    verdict = ("refuted" + (": MultiStepLR is worse" if cmp["lo"] > 0 else
-                                            ": the gain is smaller"))
-                else:
-                    verdict = "undecided (interval includes −20 %)"
-                rows.append([claim, f"{pct(cmp['mean'])} [{pct(cmp['lo'])}, {pct(cmp['hi'])}], "
-                             f"wins {cmp['wins']}/{cmp['n']}", verdict])
+                rows.append([claim, f"{pct(cmp['mean'])} "
+                             + ("(one seed, no interval)" if cmp["lo"] is None else
+                                f"[{pct(cmp['lo'])}, {pct(cmp['hi'])}] (paired t 95 %)")
+                             + f", wins {cmp['wins']}/{cmp['n']}", gain_verdict(cmp)])
         prop = curve(res, PROPOSAL, longest, "val_mae")
         ref = curve(res, REFERENCE, longest, "val_mae")
         if prop and ref:
@@ -199,5 +242,7 @@ def claims_section(res: Results) -> str:
         return ""
     return ("## The tuning note's claims, checked\n\n"
             "Each claim of the note next to what this experiment measured. Means are over "
-            "seeds; intervals are bootstrap 95 % over paired seeds.\n\n"
+            "seeds; intervals are paired t 95 % intervals over seeds (none for one seed), and "
+            f"a claim about a difference is judged only on {min_seeds()} seeds or more, the "
+            "fewest on which an exact sign-flip test can reach 5 %.\n\n"
             + md_table(["claim", "measured", "verdict"], rows, "lll"))

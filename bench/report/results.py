@@ -3,6 +3,7 @@ and the lookups every report section uses (per-seed values, mean curves, baselin
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError
-from bench.tables import read_grid
+from bench.tables import read_grid, rebuild_tables
 
 BASELINE_LABELS = {"historical_average": "historical average", "persistence": "persistence"}
 
@@ -57,12 +58,39 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ConfigError(f"{path}: unreadable ({exc})") from None
 
 
-def load_results(exp_dir: str | Path) -> Results:
+_TEXT_COLUMNS = {"schedule", "status", "run"}
+
+
+def _parse_table(text: str, path: Path) -> pd.DataFrame:
+    """A derived table from its text; every column but the named text ones numeric."""
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    for column in df.columns:
+        if column in _TEXT_COLUMNS:
+            continue
+        try:
+            df[column] = pd.to_numeric(df[column])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: column {column!r} holds a value that is not a "
+                              "number") from None
+    return df
+
+
+def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results:
+    """An experiment folder read back. ``epochs.csv`` and ``summary.csv`` are derived, so
+    they are rebuilt from the run folders first (``bench.tables.rebuild_tables``: verified
+    records only); what that found (damaged runs, tables that did not match) is appended to
+    ``notes``."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise ConfigError(f"{exp_dir}: no such experiment folder (see --results/--experiment)")
-    summary = _read_csv(exp_dir / "summary.csv")
-    epochs = _read_csv(exp_dir / "epochs.csv")
+    epochs_text, summary_text, found = rebuild_tables(exp_dir)
+    if notes is not None:
+        notes.extend(found)
+    summary = _parse_table(summary_text, exp_dir / "summary.csv")
+    epochs = _parse_table(epochs_text, exp_dir / "epochs.csv")
     if summary.empty:
         raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no runs")
     baselines_path = exp_dir / "baselines.csv"
@@ -119,3 +147,25 @@ def ranking(res: Results, budget: int, column: str = "test_mae") -> list[tuple[s
         if vals:
             out.append((s, float(np.mean(list(vals.values())))))
     return sorted(out, key=lambda t: t[1])
+
+
+# -- the data, as the experiment record describes it ----------------------------------------
+def data_facts(res: Results) -> dict:
+    """Facts about the data recorded with the experiment (``bench.data.data_facts``); empty
+    for a folder written before they were recorded."""
+    facts = res.experiment.get("data")
+    return facts if isinstance(facts, dict) else {}
+
+
+def units(res: Results) -> str:
+    return data_facts(res).get("units") or "original units"
+
+
+def dataset_title(res: Results) -> str:
+    """The dataset's own name (never the path of a user's folder)."""
+    name = data_facts(res).get("name") or res.experiment.get("dataset", {}).get("name", "?")
+    return Path(str(name)).name
+
+
+def interval_minutes(res: Results) -> int | None:
+    return data_facts(res).get("interval_minutes")

@@ -9,36 +9,60 @@ note's case study (claims, paired comparison against Plateau, ablation) is its o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from bench.data import ahead_text, interval_text
 from bench.report import note_study
 from bench.report.markdown import duration, f3, md_table, pm
-from bench.report.results import BASELINE_LABELS, Results, baseline, per_seed, ranking
+from bench.report.results import (
+    BASELINE_LABELS,
+    Results,
+    baseline,
+    data_facts,
+    dataset_title,
+    interval_minutes,
+    per_seed,
+    ranking,
+    units,
+)
 
 
 # -- sections -----------------------------------------------------------------------------
-def header(res: Results) -> str:
+def horizon_label(res: Results, h: int) -> str:
+    """``@3 (15 min)``, ``@3 (3 h)``: the step and how far ahead it lies."""
+    minutes = interval_minutes(res)
+    return f"@{h} ({ahead_text(h, minutes)})" if minutes else f"@{h}"
+
+
+def _shown(value) -> str:
+    """An option's value for the report: a path shows only its last part (reports travel)."""
+    text = str(value)
+    return Path(text).name if ("/" in text or "\\" in text) else text
+
+
+def header(res: Results, command: str | None = None) -> str:
     exp = res.experiment
     ds = exp.get("dataset", {})
     model = exp.get("model", {})
     train = exp.get("train", {})
-    opts = ", ".join(f"{k}={v}" for k, v in ds.get("options", {}).items())
+    facts = data_facts(res)
+    opts = ", ".join(f"{k}={_shown(v)}" for k, v in ds.get("options", {}).items())
     mopts = ", ".join(f"{k}={v}" for k, v in model.get("options", {}).items())
     params = exp.get("parameters") or res.run_config.get("parameters")
     sha = model.get("source_sha256")
+    command = command or f"python -m bench report --experiment {res.name}"
     lines = [
-        f"# Learning-rate schedules: {model.get('name', '?')} on {ds.get('name', '?')}",
+        f"# Learning-rate schedules: {model.get('name', '?')} on {dataset_title(res)}",
         "",
         f"Experiment `{res.name}`: {len(res.schedule_order)} schedules × budgets "
-        f"{'/'.join(map(str, res.budgets))} epochs × {len(res.seeds)} seeds "
-        f"({', '.join(map(str, res.seeds))}). Regenerate with "
-        f"`python -m bench report --experiment {res.name}`.",
+        f"{'/'.join(map(str, res.budgets))} epochs × {len(res.seeds)} "
+        f"seed{'s' if len(res.seeds) != 1 else ''} ({', '.join(map(str, res.seeds))}). "
+        f"Regenerate with `{command}`.",
         "",
-        f"- **Data**: `{ds.get('name')}`" + (f" ({opts})" if opts else "")
-        + f", time-ordered split {ds.get('train_fraction', 0.7):g}/"
-        f"{ds.get('val_fraction', 0.1):g}/rest, {ds.get('input_len', 12)} → "
-        f"{ds.get('output_len', 12)} steps, scaler fit on observed training values only.",
+        "- **Data**: " + data_text(res, ds, facts, opts),
         f"- **Model**: `{model.get('name')}`"
         + (f" (`{model['import_path']}`, {model.get('origin')})" if model.get("import_path")
            and model["import_path"] != model.get("name") else "")
@@ -48,13 +72,79 @@ def header(res: Results) -> str:
         + f"; batch {train.get('batch_size')}, gradient clipping at "
         f"{train.get('grad_clip')}. Every schedule of a seed starts from the same weights "
         "and sees batches in the same order.",
-        "- **Metrics**: masked MAE / RMSE / MAPE on the original scale (missing targets "
-        "excluded), on the test split unless marked val; *@h* is the h-th predicted step "
-        "(@3 = 15 min at 5-minute data); the overall value is the mean of the per-step values. "
+        "- **Metrics**: masked MAE / RMSE / MAPE in " + units(res) + " (missing targets "
+        "excluded), on the test split unless marked val; *@h* is the h-th predicted step"
+        + (f" ({', '.join(f'@{h} = {ahead_text(h, interval_minutes(res))}' for h in (3, 6, 12))}"
+           f" ahead at {interval_text(interval_minutes(res))} data)"
+           if interval_minutes(res) else "")
+        + "; the overall value is the mean of the per-step values. "
         "*Final* is the last epoch of the budget; *best-val* is the epoch with the lowest "
         "validation MAE within the budget.",
     ]
+    if len(res.seeds) == 1:
+        lines.append("- **One seed**: every comparison in this report rests on a single seed, "
+                     "so no spread and no interval is shown; differences between schedules "
+                     "may be seed noise.")
     return "\n".join(lines)
+
+
+def data_text(res: Results, ds: dict, facts: dict, opts: str) -> str:
+    """The data paragraph: what, how much, how often, how much is missing."""
+    head = f"`{dataset_title(res)}`" + (f" ({opts})" if opts else "")
+    split = (f"time-ordered split {ds.get('train_fraction', 0.7):g}/"
+             f"{ds.get('val_fraction', 0.1):g}/rest, {ds.get('input_len', 12)} → "
+             f"{ds.get('output_len', 12)} steps, scaler fit on observed training values only")
+    if not facts:
+        return f"{head}, {split}."
+    sp = facts["splits"]
+    missing = ", ".join(f"{k} {100 * sp[k]['missing_share']:.1f} %"
+                        for k in ("train", "val", "test"))
+    marker = ("none: only empty cells are missing, zeros are values"
+              if facts["null_value"] == "none" else f"{facts['null_value']}"
+              + ("" if facts.get("null_value_stated", True) else " (the default, not stated)"))
+    return (f"{head}: {facts['nodes']} nodes, {facts['steps']} steps of "
+            f"{facts['interval_minutes']} min from {facts['start']} to {facts['end']} "
+            f"({facts['days']:.1f} days), in {facts['units']}; {split} "
+            f"({sp['train']['steps']}/{sp['val']['steps']}/{sp['test']['steps']} steps, "
+            f"{sp['train']['windows']}/{sp['val']['windows']}/{sp['test']['windows']} windows). "
+            f"Missing-value marker {marker}; targets treated as missing: {missing}.")
+
+
+def _the(label: str) -> str:
+    return label if label == "persistence" else f"the {label}"
+
+
+def baseline_verdict(res: Results) -> str:
+    """Per budget, whether the best schedule beats the baselines on test, by how much; said
+    plainly before any ranking when none does."""
+    ha = baseline(res, "historical_average")
+    pers = baseline(res, "persistence")
+    if ha is None and pers is None:
+        return ""
+    lines = []
+    refs = [(BASELINE_LABELS[n], v) for n, v in (("historical_average", ha),
+                                                  ("persistence", pers)) if v is not None]
+    for b in res.budgets:
+        ranked = ranking(res, b)
+        if not ranked:
+            continue
+        best, mae = ranked[0]
+        losing = [(label, v) for label, v in refs if mae >= v]
+        if losing:
+            lost = " and ".join(f"{_the(label)} ({f3(v)})" for label, v in losing)
+            lines.append(f"- **{b} epochs: no trained schedule beats {lost}**; the best, "
+                         f"`{best}`, reaches {f3(mae)}. The rankings below compare schedules "
+                         "that all lose to a forecaster that needs no training.")
+        else:
+            gains = " and ".join(f"{_the(label)} ({f3(v)}) by {100 * (v - mae) / v:.1f} %"
+                                 for label, v in refs)
+            lines.append(f"- {b} epochs: the best schedule, `{best}` ({f3(mae)}), beats "
+                         f"{gains}.")
+    if not lines:
+        return ""
+    seeds = "one seed" if len(res.seeds) == 1 else "mean over seeds"
+    return (f"## Against the baselines\n\nFinal test MAE in {units(res)} ({seeds}) against "
+            "the forecasters that need no training:\n\n" + "\n".join(lines))
 
 
 def schedules_section(res: Results) -> str:
@@ -87,10 +177,13 @@ def mae_table(res: Results, column: str, title: str, note: str = "") -> str:
 
 
 def horizon_tables(res: Results) -> str:
-    parts = ["## Per horizon, RMSE and MAPE (final epoch, mean over seeds)"]
-    cols = [("test_mae", "MAE"), ("test_mae_h3", "MAE@3"), ("test_mae_h6", "MAE@6"),
-            ("test_mae_h12", "MAE@12"), ("test_rmse", "RMSE"), ("test_rmse_h12", "RMSE@12"),
-            ("test_mape", "MAPE %"), ("best_epoch", "best-val epoch")]
+    parts = ["## Per horizon, RMSE and MAPE (final epoch, "
+             + ("one seed)" if len(res.seeds) == 1 else "mean over seeds)")]
+    at = {h: horizon_label(res, h) for h in (3, 6, 12)}
+    cols = [("test_mae", "MAE"), ("test_mae_h3", f"MAE{at[3]}"), ("test_mae_h6", f"MAE{at[6]}"),
+            ("test_mae_h12", f"MAE{at[12]}"), ("test_rmse", "RMSE"),
+            ("test_rmse_h12", f"RMSE{at[12]}"), ("test_mape", "MAPE %"),
+            ("best_epoch", "best-val epoch")]
     for b in res.budgets:
         rows = []
         for s in res.schedule_order:
@@ -155,16 +248,19 @@ def environment_section(res: Results) -> str:
     return "## Environment\n\n" + md_table(["", ""], rows, "ll")
 
 
-def figures_section(figures: dict[str, str]) -> str:
+def figures_section(figures: dict[str, str], one_seed: bool = False) -> str:
     captions = {
         "lr": "Learning rate against epoch (log scale, drawn as steps), one panel per budget. "
               "Per-epoch schedules change only at epoch boundaries; metric-driven ones differ "
               "by seed (thin lines).",
-        "mae": "Validation (top) and test (bottom) MAE against epoch: mean over seeds, "
-               "shaded ± one standard deviation; dashed lines are historical average and "
-               "persistence.",
-        "final": "Final test MAE per schedule and budget: each seed as a dot, the mean as a "
-                 "bar.",
+        "mae": ("Validation (top) and test (bottom) MAE against epoch, one seed"
+                if one_seed else "Validation (top) and test (bottom) MAE against epoch: mean "
+                "over seeds, shaded ± one standard deviation")
+               + "; dotted and dashed lines are the historical average and persistence.",
+        "final": ("Final test MAE per schedule and budget, one seed, as a bar from zero"
+                  if one_seed else "Final test MAE per schedule and budget: each seed as a "
+                  "dot, the mean as a bar from zero")
+                 + "; the vertical lines are the historical average and persistence.",
     }
     parts = []
     for key, file in figures.items():
@@ -172,18 +268,22 @@ def figures_section(figures: dict[str, str]) -> str:
     return "\n\n".join(parts)
 
 
-def render(res: Results, figures: dict[str, str]) -> str:
-    """The whole report as markdown."""
+def render(res: Results, figures: dict[str, str], command: str | None = None) -> str:
+    """The whole report as markdown; ``command`` is the one that regenerates it."""
+    one_seed = len(res.seeds) == 1
+    spread = "one seed" if one_seed else "mean ± std over seeds"
     sections = [
-        header(res),
+        header(res, command),
+        baseline_verdict(res),
         status_section(res),
         note_study.claims_section(res),
-        figures_section({k: v for k, v in figures.items() if k == "lr"}),
-        mae_table(res, "test_mae", "Final test MAE (mean ± std over seeds)",
-                  "Bold: best mean per budget. Historical average and persistence need no "
-                  "training and are shown for scale."),
-        figures_section({k: v for k, v in figures.items() if k != "lr"}),
-        mae_table(res, "best_test_mae", "Test MAE at the best-validation epoch",
+        figures_section({k: v for k, v in figures.items() if k == "lr"}, one_seed),
+        mae_table(res, "test_mae", f"Final test MAE ({spread})",
+                  "Bold: lowest per budget (whether it beats the baselines is stated above). "
+                  "Historical average and persistence need no training and are shown for "
+                  "scale."),
+        figures_section({k: v for k, v in figures.items() if k != "lr"}, one_seed),
+        mae_table(res, "best_test_mae", f"Test MAE at the best-validation epoch ({spread})",
                   "Early stopping on validation MAE within each budget, as a practitioner "
                   "would select a checkpoint."),
         note_study.comparison_section(res),

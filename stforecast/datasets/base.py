@@ -4,12 +4,16 @@ Layout, stated once for the whole package: a series is ``[T, N, F]`` (time steps
 features) in its original units, float32. Feature 0 is the forecasting target (speed in mph
 for METR-LA-style data, flow for PEMS04/08). A missing reading holds ``null_value`` (0.0, as
 METR-LA stores it); loaders turn NaN into ``null_value`` so that one mask rule covers every
-source. The adjacency is ``[N, N]`` with row ``i`` describing sensor ``i``, in the same node
-order as the series.
+source. With ``null_value`` NaN (a manifest's ``null_value: none``) no number is a marker:
+only NaN cells are missing and zeros are values. The adjacency is ``[N, N]`` with row ``i``
+describing sensor ``i``, in the same node order as the series.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +29,8 @@ class Dataset:
 
     ``timestamps`` are numpy ``datetime64[ns]``, one per step, evenly spaced by
     ``interval_minutes``; time-of-day and day-of-week features are derived from them.
-    ``meta`` carries provenance (source files, generator seed and size) for the run record.
+    ``meta`` carries provenance (source files, generator seed and size) for the run record;
+    ``meta["null_value_stated"]`` is False when a user's files left the marker at its default.
     """
 
     name: str
@@ -62,6 +67,29 @@ class Dataset:
     def missing_share(self) -> float:
         return float(1.0 - self.mask.mean())
 
+    @property
+    def null_text(self) -> str:
+        """The missing-value marker as a manifest writes it: a number, or ``none``."""
+        return "none" if np.isnan(self.null_value) else f"{self.null_value:g}"
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of everything about the data that can change a number: the series, its
+        mask, the adjacency, the timestamps, the missing-value marker, the interval, the
+        name and the units. Two loads of the same files with the same options agree; an
+        edited cell or manifest option does not."""
+        h = hashlib.sha256()
+        for arr in (self.values, self.mask, self.adjacency,
+                    np.asarray(self.timestamps, dtype="datetime64[ns]").view(np.int64)):
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype.kind == "f":
+                arr = np.where(np.isnan(arr), np.nan, arr).astype(arr.dtype)  # one NaN pattern
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        h.update(json.dumps({"null_value": self.null_text, "interval": self.interval_minutes,
+                             "name": self.name, "units": self.units}, sort_keys=True).encode())
+        return h.hexdigest()
+
     def describe(self) -> str:
         """One line for logs and ``bench list``."""
         days = self.num_steps * self.interval_minutes / 1440
@@ -80,6 +108,9 @@ def observed(target: np.ndarray, null_value: float) -> np.ndarray:
     return ok
 
 
+MAX_ABS_VALUE = 1e15  # a squared error of this size still fits float32 (max 3.4e38)
+
+
 def validate(ds: Dataset) -> None:
     """Reject shapes and values that would silently break training later."""
     where = ds.meta.get("source", ds.name)
@@ -90,11 +121,18 @@ def validate(ds: Dataset) -> None:
         raise DataError(f"{where}: series must be float32, got {v.dtype}")
     if v.shape[0] < 24 or v.shape[1] < 1 or v.shape[2] < 1:
         raise DataError(f"{where}: series of shape {v.shape} is too small (need >= 24 steps)")
-    if np.isnan(v).any():
+    if np.isnan(v).any() and not np.isnan(ds.null_value):
         raise DataError(f"{where}: series holds NaN; loaders must map missing values to "
                         f"null_value={ds.null_value}")
-    if not np.isfinite(v).all():
+    if np.isinf(v).any():
         raise DataError(f"{where}: series holds infinite values")
+    too_big = np.abs(np.nan_to_num(v)) > MAX_ABS_VALUE
+    if too_big.any():
+        row, col, feat = np.argwhere(too_big)[0]
+        sensor = ds.sensor_ids[col] if ds.sensor_ids else str(col + 1)
+        raise DataError(f"{where}: value {v[row, col, feat]:g} at step {row + 1} (row), sensor "
+                        f"{sensor} (column), feature {feat + 1} is beyond ±{MAX_ABS_VALUE:g}; "
+                        "squared errors would overflow float32: fix or blank the cell")
     if not isinstance(a, np.ndarray) or a.shape != (v.shape[1], v.shape[1]):
         raise DataError(f"{where}: adjacency shape {getattr(a, 'shape', None)} does not match "
                         f"{v.shape[1]} sensors in the series")

@@ -8,6 +8,10 @@ Named datasets
 ``los-loop``
     T-GCN's ``los_speed.csv`` (a header of sensor ids, one row per 5-minute step from
     2012-03-01 00:00, speeds in mph) and ``los_adj.csv`` (``[N, N]`` weights, no header).
+``sz-taxi``
+    T-GCN's SZ-taxi: ``sz_speed.npz`` (array ``data``, ``[2976, 156, 1]``, 15-minute taxi
+    speeds in km/h from 2015-01-01 00:00, 0 = not observed) and ``sz_adj.csv`` (``[N, N]``
+    directed 0/1 links, no header).
 ``metr-la``, ``pems-bay``
     DCRNN's ``metr-la.h5`` / ``pems-bay.h5``: pandas HDF, key ``df``, a DataFrame with a
     DatetimeIndex of 5-minute steps and one column per sensor id, speeds in mph, 0.0 = missing.
@@ -60,7 +64,8 @@ PATH may be:
       adjacency: graph.npy        # optional; otherwise found by the names below
       start: "2021-05-03 00:00"   # first step, when the series has no timestamps
       interval_minutes: 5         # step length, when the series has no timestamps
-      null_value: 0.0             # marker of a missing reading (NaN cells become it)
+      null_value: 0.0             # marker of a missing reading (NaN cells become it), or
+                                  # none: only empty/NaN cells are missing, zeros are values
       units: km/h
       name: my-city
       symmetric: true             # edge lists only
@@ -629,12 +634,15 @@ def _option(key: str, value: object, where: str, base: Path | None) -> object:
             raise DataError(bad + "must be a positive whole number of minutes")
         return int(value)
     if key == "null_value":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "nan")):
+            return float("nan")  # no marker: only NaN (empty) cells are missing
         try:
             number = float(value)
         except (TypeError, ValueError):
-            number = float("nan")
-        if isinstance(value, bool) or not np.isfinite(number):
-            raise DataError(bad + "must be a finite number (missing readings are stored as it)")
+            number = float("inf")
+        if isinstance(value, bool) or np.isinf(number):
+            raise DataError(bad + "must be a finite number (missing readings are stored as it) "
+                                  "or none (zeros are values; only empty cells are missing)")
         return number
     if key == "symmetric":
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
@@ -813,7 +821,8 @@ def load_path(path: Path, **options) -> Dataset:
     adj_path = settings.pop("adjacency", None) or _find_adjacency(folder, series_path)
     opts = replace(_Options(), **settings)
     return _load(opts.name or default_name, series_path, adj_path,
-                 replace(opts, meta={"path": str(path)}))
+                 replace(opts, meta={"path": str(path),
+                                     "null_value_stated": "null_value" in settings}))
 
 
 # --------------------------------------------------------------------------- named datasets
@@ -827,6 +836,16 @@ def load_los_loop(folder: Path) -> Dataset:
     opts = _Options(start="2012-03-01 00:00", units="mph",
                        meta={"files": ["los_speed.csv", "los_adj.csv"], "source": str(folder)})
     return _load("los-loop", folder / "los_speed.csv", folder / "los_adj.csv", opts)
+
+
+def load_sz_taxi(folder: Path) -> Dataset:
+    """T-GCN's SZ-taxi: 2976 steps x 156 roads of Shenzhen's Luohu district, 15-minute taxi
+    speeds in km/h, 2015-01-01..31. A zero means no taxi was observed on the road in that
+    interval (24.8 % of the cells), so 0 is the missing marker; the graph is the published
+    directed 0/1 road connectivity, used as given."""
+    opts = _Options(start="2015-01-01 00:00", interval_minutes=15, units="km/h",
+                    meta={"files": ["sz_speed.npz", "sz_adj.csv"], "source": str(folder)})
+    return _load("sz-taxi", folder / "sz_speed.npz", folder / "sz_adj.csv", opts)
 
 
 def _load_dcrnn(folder: Path, name: str, h5: str, pkl: str, start: str) -> Dataset:
@@ -888,6 +907,16 @@ register_dataset(DatasetEntry(
     load=load_los_loop,
     files=("los_speed.csv", "los_adj.csv"),
     published="https://github.com/lehaifeng/T-GCN (data/los_speed.csv, data/los_adj.csv)",
+))
+
+register_dataset(DatasetEntry(
+    name="sz-taxi",
+    summary="one month of taxi speeds on 156 Shenzhen roads (2015-01), 15-min, km/h, "
+            "0 = not observed",
+    load=load_sz_taxi,
+    files=("sz_speed.npz", "sz_adj.csv"),
+    published=("https://github.com/lehaifeng/T-GCN (data/sz_speed.csv, data/sz_adj.csv; the "
+               "speeds as an NPZ array 'data' [2976, 156, 1] named sz_speed.npz)"),
 ))
 
 register_dataset(DatasetEntry(

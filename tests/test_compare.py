@@ -1,0 +1,143 @@
+"""``python -m bench compare``: ranks and ratios across experiments, the performance profile,
+and a recommendation only where the paired evidence holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.compare import RECOMMENDATION_RULE
+from bench.store import atomic_write_json, atomic_write_text, rows_to_csv
+from bench.tables import SUMMARY_COLUMNS
+
+BUDGETS = (4, 8)
+
+
+def write_experiment(results: Path, name: str, means: dict[str, float], seeds: int,
+                     noise: float, seed: int, dataset: str = "synthetic-la") -> None:
+    """An experiment folder as ``bench run`` leaves it (grid.json, experiment.json,
+    summary.csv, epochs.csv), with final test MAE ``means[s]`` per schedule plus a per-seed
+    offset shared by all schedules and independent noise of size ``noise``."""
+    rng = np.random.default_rng(seed)
+    exp = results / name
+    schedules = {s: {"budget_dependent": False, "needs_metric": False} for s in means}
+    cells = [[s, b, k] for s in means for b in BUDGETS for k in range(seeds)]
+    atomic_write_json(exp / "grid.json", {"cells": cells, "schedules": schedules,
+                                          "order": list(means)})
+    atomic_write_json(exp / "experiment.json", {
+        "dataset": {"name": dataset, "content": {"name": dataset}},
+        "model": {"name": "/somewhere/on/disk/my_model.py:Net"}})
+    offsets = rng.normal(0, 0.2, size=seeds)
+    summary, epochs = [], []
+    for s, m in means.items():
+        for b in BUDGETS:
+            for k in range(seeds):
+                mae = float((m + 0.5 / b) * (1 + noise * rng.normal()) + offsets[k])
+                summary.append({"schedule": s, "budget": b, "seed": k, "status": "finished",
+                                "epochs_done": b, "test_mae": mae, "val_mae": mae,
+                                "run": f"{s}/seed{k}"})
+                epochs += [{"schedule": s, "budget": b, "seed": k, "epoch": e, "lr": 1e-3,
+                            "val_mae": mae, "test_mae": mae} for e in range(b)]
+    atomic_write_text(exp / "summary.csv", rows_to_csv(summary, SUMMARY_COLUMNS))
+    atomic_write_text(exp / "epochs.csv", rows_to_csv(epochs))
+
+
+def compare(tmp_path: Path, *names: str, out: str = "reports") -> str:
+    assert main(["compare", *names, "--results", str(tmp_path / "results"),
+                 "--out", str(tmp_path / out), "--name", "cmp"]) == 0
+    return (tmp_path / out / "cmp" / "compare.md").read_text()
+
+
+def experiments(tmp_path: Path, means: dict[str, float], seeds: int, noise: float) -> list[str]:
+    names = ["los-loop", "synthetic", "sz-taxi"]
+    for i, name in enumerate(names):
+        write_experiment(tmp_path / "results", name, means, seeds, noise, seed=i)
+    return names
+
+
+def recommendation(text: str, budget: int) -> str:
+    block = text.split(f"## {budget} epochs")[1]
+    return block.split("**Recommendation.**")[1].split("\n")[0]
+
+
+def test_indistinguishable_schedules_get_no_recommendation(tmp_path):
+    names = experiments(tmp_path, {"plateau": 4.0, "multistep": 4.0, "constant": 4.0},
+                        seeds=8, noise=0.003)
+    text = compare(tmp_path, *names)
+    for b in BUDGETS:
+        assert "no schedule is reliably better" in recommendation(text, b)
+        assert "use `" not in recommendation(text, b)
+    assert RECOMMENDATION_RULE in text
+    png = tmp_path / "reports/cmp/performance_profile.png"
+    assert png.stat().st_size > 10_000 and "](performance_profile.png)" in text
+
+
+def test_a_schedule_clearly_better_everywhere_is_recommended(tmp_path):
+    names = experiments(tmp_path, {"plateau": 4.0, "multistep": 3.6, "constant": 4.1},
+                        seeds=8, noise=0.003)
+    text = compare(tmp_path, *names)
+    for b in BUDGETS:
+        sentence = recommendation(text, b)
+        assert sentence.startswith(f" At {b} epochs use `multistep`"), sentence
+    # ranks and ratios per experiment: multistep first everywhere, plateau second
+    row = next(line for line in text.splitlines() if line.startswith("| `multistep`"))
+    assert row.count("1 (1.000)") == 3 and "| 1.00 | 1.000 |" in row
+    row = next(line for line in text.splitlines() if line.startswith("| `plateau`"))
+    assert row.count("2 (1.1") == 3
+
+
+def test_five_seeds_cannot_support_a_recommendation(tmp_path):
+    """Five unanimous seeds give an exact two-sided p of 1/16 > 0.05: too few to tell."""
+    names = experiments(tmp_path, {"plateau": 4.0, "multistep": 3.6, "constant": 4.1},
+                        seeds=5, noise=0.003)
+    sentence = recommendation(compare(tmp_path, *names), BUDGETS[0])
+    assert "no schedule is reliably better" in sentence
+    assert "is detectably better than every other schedule in no experiment: too few seeds "\
+        "to tell)" in sentence
+    assert "`multistep`" in sentence.split("within 1 % of the best on average")[1]
+
+
+def test_experiments_may_differ_in_schedules_and_budgets(tmp_path):
+    results = tmp_path / "results"
+    write_experiment(results, "a", {"plateau": 4.0, "multistep": 3.9}, 3, 0.01, 0)
+    write_experiment(results, "b", {"plateau": 3.6, "onecycle": 4.0}, 3, 0.01, 1,
+                     dataset="/data/private/my-sensors")
+    text = compare(tmp_path, "a", "b")
+    row = next(line for line in text.splitlines() if line.startswith("| `onecycle`"))
+    assert row.startswith("| `onecycle` | – | 2 (1.") and "| 2.00 |" in row
+    row = next(line for line in text.splitlines() if line.startswith("| `plateau`"))
+    assert "| 2 (1." in row and "| 1 (1.000) |" in row and "| 1.50 |" in row
+    assert "`multistep`, best by mean rank, did not run in `b`" in text
+    assert "my-sensors" in text and "my_model.py:Net" in text
+    for path in (str(tmp_path), "/data/private", "/somewhere"):
+        assert path not in text  # experiment names, never folders
+
+
+def test_compare_is_reproducible(tmp_path):
+    names = experiments(tmp_path, {"plateau": 4.0, "multistep": 3.9}, seeds=3, noise=0.01)
+    assert compare(tmp_path, *names, out="r1") == compare(tmp_path, *names, out="r2")
+    assert (tmp_path / "r1/cmp/performance_profile.png").read_bytes() == \
+        (tmp_path / "r2/cmp/performance_profile.png").read_bytes()
+
+
+@pytest.mark.parametrize("names,message", [
+    (["a"], "two or more experiments"),
+    (["a", "nope"], "unknown experiment 'nope'"),
+    (["a", "a"], "given twice")])
+def test_compare_refuses_bad_experiment_lists_in_one_line(tmp_path, capsys, names, message):
+    write_experiment(tmp_path / "results", "a", {"plateau": 4.0, "multistep": 3.9}, 2, 0.01, 0)
+    assert main(["compare", *names, "--results", str(tmp_path / "results"),
+                 "--out", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "reports").exists()
+
+
+def test_experiment_description_reads_the_identity(tmp_path):
+    write_experiment(tmp_path / "results", "a", {"plateau": 4.0}, 2, 0.01, 0)
+    identity = json.loads((tmp_path / "results/a/experiment.json").read_text())
+    assert identity["dataset"]["name"] == "synthetic-la"
