@@ -206,13 +206,20 @@ def cmd_compare(args) -> int:
     if twice:
         print(f"error: experiment given twice: {', '.join(twice)}", file=sys.stderr)
         return 2
+    from bench.cli import check_experiment_name
+
     results_dir = Path(args.results)
+    for n in [*names, args.name]:
+        check_experiment_name(n)  # plain names: nothing read or written outside the folders
     for n in names:
         if not (results_dir / n).is_dir():
             print(f"error: unknown experiment '{n}' (no folder {results_dir / n})",
                   file=sys.stderr)
             return 2
-    results = [load_results(results_dir / n) for n in names]
+    notes: list[str] = []
+    results = [load_results(results_dir / n, notes) for n in names]
+    for note in dict.fromkeys(notes):
+        print(f"note: {note}", file=sys.stderr)
     path = write_compare(results, Path(args.out), args.name)
     print(f"wrote {path} and performance_profile.png", file=sys.stderr)
     return 0
