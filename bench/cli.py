@@ -1,7 +1,9 @@
-"""``python -m bench``: run the grid, report it, check it against a baseline, list components.
+"""``python -m bench``: run the grid (tuned or not), report it, check it against a baseline,
+compare experiments, list components, measure performance.
 
 Exit codes: 0 success; 1 a regression (check) or a failed run; 2 bad usage, config or data,
-always as one line naming the file, key or value; 130 stopped by Ctrl-C (resumable).
+always as one line naming the file, key or value; 130 stopped by Ctrl-C or SIGTERM
+(resumable).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the profile's)")
     run.add_argument("--fuse", type=int, metavar="K",
                      help="train K runs of equal length at once, stacked with vmap (for GPUs)")
+    run.add_argument("--tune", action="store_true",
+                     help="tune every schedule with the same search space (the profile's tune "
+                          "block, or peak lr 3e-4/1e-3/3e-3 on tuning seeds 1000,1001), then "
+                          "evaluate the chosen settings on --seeds")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--address", help="Ray cluster address (with --executor ray)")
     run.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid")
@@ -242,7 +248,7 @@ def cmd_run(args) -> int:
     profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
                               seeds=args.seeds, model=args.model, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
-                              jobs=args.jobs, fuse=args.fuse)
+                              jobs=args.jobs, fuse=args.fuse, tune=args.tune)
     where = "--model" if args.model else str(profile_path(args.profile))
     profile = validate_components(profile, where)
     schedules = resolve_schedules(profile, args.schedule_file, registry)
@@ -265,6 +271,15 @@ def cmd_run(args) -> int:
           f"{list(profile.budgets)} x seeds {list(profile.seeds)}, model {profile.model.name} "
           f"({checked.parameters:,} parameters), dataset {profile.dataset.name}; {at_once}, "
           f"{profile.threads_per_run()} thread(s) each -> {exp_dir}/", file=sys.stderr)
+    if profile.tune is not None:
+        from bench.tuning import run_tuned
+
+        if args.shard:
+            raise ConfigError("--shard cannot split a tuned grid: the settings are chosen "
+                              "after every tuning run has finished; use --executor ray to "
+                              "spread it over a cluster")
+        return run_tuned(profile, schedules, exp_dir, stream=sys.stderr, checked=checked,
+                         executor=args.executor, address=args.address)
     return run_grid(profile, schedules, exp_dir, executor=args.executor, address=args.address,
                     shard_spec=args.shard, checked=checked)
 

@@ -18,7 +18,7 @@ import torch
 from bench.build import DryRun, dry_step
 from bench.data import data_facts, data_line, load_data, missing_warning
 from bench.job import JobOutcome
-from bench.plan import plan_jobs, shard, units
+from bench.plan import Cell, grid_cells, plan_cells, shard, units
 from bench.prepare import experiment_lock, prepare
 from bench.profile import Profile
 from bench.progress import Progress, SafeStream
@@ -43,16 +43,18 @@ def check_before_run(profile: Profile, schedules: list[NamedSchedule], stream=No
 
 def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
              executor: str = "local", address: str | None = None, shard_spec: str | None = None,
-             stream=None, checked: DryRun | None = None) -> int:
-    """Train every unfinished job of the grid; 0 if all ended, 1 if any run failed, 130 if
-    stopped (resumable)."""
+             stream=None, checked: DryRun | None = None,
+             cells: list[Cell] | None = None) -> int:
+    """Train every unfinished job of the grid (the profile's schedules x budgets x seeds, or
+    exactly ``cells``); 0 if all ended, 1 if any run failed, 130 if stopped (resumable)."""
     stream = SafeStream.wrap(stream or sys.stderr)  # a closed reader never stops the grid
     exp_dir = Path(exp_dir)
     checked = checked or check_before_run(profile, schedules)
-    for note in prepare(exp_dir, profile, schedules, checked.parameters):
+    cells = cells if cells is not None else grid_cells(schedules, profile.budgets, profile.seeds)
+    for note in prepare(exp_dir, profile, schedules, checked.parameters, cells):
         print(f"note: {note}", file=stream)
 
-    all_jobs = plan_jobs(schedules, profile.budgets, profile.seeds)
+    all_jobs = plan_cells(schedules, cells)
     todo = shard(all_jobs, shard_spec) if shard_spec else all_jobs
     items = {s.name: s for s in schedules}
     done_epochs = {}

@@ -30,7 +30,7 @@ from bench.profile import Profile
 from schedules import NamedSchedule
 from stforecast.models import resolve_model
 
-VERSION_KEYS = ("model.source_sha256", "dataset.content")
+VERSION_KEYS = ("model.source_sha256", "dataset.content", "dataset.options")
 
 
 def is_version(key: str) -> bool:

@@ -142,10 +142,10 @@ class RunSession:
         self.done, self.problem = job_done(self.run, self.job, self.payload, self.digest)
         self.notes = [f"{self.problem}; the run is redone from epoch 0"] if self.problem else []
         if self.done:
+            status = self.run.read_status() or {}  # read while still holding the lock
             self.lock.release()
-            status = self.run.read_status()
-            return JobOutcome(self.job.key, "skipped", status["epochs_done"],
-                              status.get("message", ""))
+            return JobOutcome(self.job.key, "skipped", int(status.get("epochs_done", 0)),
+                              str(status.get("message", "")))
         return None
 
     def saved_epoch(self) -> int:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from bench.config import ConfigError
-from bench.profile import ModelSettings, Profile
+from bench.profile import ModelSettings, Profile, TuneSettings
 
 MAX_VALUES = 1000
 
@@ -54,8 +54,11 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
                     model: str | None = None, dataset: str | None = None,
                     data_dir: str | None = None, device: str | None = None,
                     batch_size: int | None = None, jobs: int | None = None,
-                    fuse: int | None = None) -> Profile:
+                    fuse: int | None = None, tune: bool = False) -> Profile:
     """The profile with each given flag applied; a bad value is a ``ConfigError``.
+
+    ``--tune`` turns the tuning protocol on with the profile's ``tune`` block, or with the
+    default search space (peak lr 3e-4, 1e-3, 3e-3; tuning seeds 1000, 1001) when it has none.
 
     ``--model`` and ``--dataset`` replace the whole model or dataset entry (their options
     belong to the profile's own model or dataset, not to the new one)."""
@@ -82,6 +85,8 @@ def apply_overrides(profile: Profile, *, schedules: str | None = None,
             changes["jobs"] = jobs
         if fuse is not None:
             changes["fuse"] = fuse
+        if tune and profile.tune is None:
+            changes["tune"] = TuneSettings()
         return replace(profile, **changes)
     except ValueError as exc:
         if isinstance(exc, ConfigError):

@@ -46,15 +46,34 @@ def fold(schedule: str, budget_dependent: bool, seed: int, budgets) -> list[Job]
     return [Job(schedule, seed, budgets[-1], budgets, True)]
 
 
-def plan_jobs(schedules: list[NamedSchedule], budgets: tuple[int, ...],
-              seeds: tuple[int, ...]) -> list[Job]:
-    """Jobs in a stable order: by seed, then schedule, then budget.
+Cell = tuple[str, int, int]  # (schedule, budget, seed)
+
+
+def grid_cells(schedules: list[NamedSchedule], budgets: tuple[int, ...],
+               seeds: tuple[int, ...]) -> list[Cell]:
+    """Every (schedule, budget, seed) of a full grid."""
+    return [(s.name, b, seed) for s in schedules for b in budgets for seed in seeds]
+
+
+def plan_cells(schedules: list[NamedSchedule], cells: list[Cell]) -> list[Job]:
+    """The jobs that hold ``cells`` (any subset of a grid), in a stable order: by seed, then
+    schedule, then budget.
 
     Seed-major order means an interrupted grid has complete schedule comparisons for the
     first seeds rather than every seed of the first schedules.
     """
-    return [job for seed in seeds for item in schedules
-            for job in fold(item.name, item.budget_dependent, seed, budgets)]
+    budgets: dict[tuple[int, str], set[int]] = {}
+    for name, budget, seed in cells:
+        budgets.setdefault((seed, name), set()).add(budget)
+    seeds = list(dict.fromkeys(seed for _, _, seed in cells))
+    return [job for seed in seeds for item in schedules if (seed, item.name) in budgets
+            for job in fold(item.name, item.budget_dependent, seed, budgets[(seed, item.name)])]
+
+
+def plan_jobs(schedules: list[NamedSchedule], budgets: tuple[int, ...],
+              seeds: tuple[int, ...]) -> list[Job]:
+    """The jobs of the full grid ``schedules x budgets x seeds`` (see ``plan_cells``)."""
+    return plan_cells(schedules, grid_cells(schedules, budgets, seeds))
 
 
 def shard(jobs: list[Job], spec: str) -> list[Job]:

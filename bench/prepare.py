@@ -4,13 +4,15 @@ baselines.
 ``experiment.json`` holds the experiment's identity (``bench.identity``) and the facts about
 its data: a folder that holds another dataset, model or training setting is refused; a new
 version of the model's code or of the data is recorded and makes every run stale (each is
-redone, with a note), and new data also recompute the baselines. ``grid.json`` is
+redone, with a note). ``baselines.csv`` names the data it was computed on and is computed
+again for other data. ``grid.json`` is
 the union of every cell ever asked for; ``baselines.csv`` the historical average and
 persistence, which need no training.
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import torch
@@ -38,10 +40,8 @@ def experiment_lock(exp_dir: Path) -> FileLock:
     return FileLock(exp_dir / ".lock", blocking=True)
 
 
-def record_experiment(exp_dir: Path, profile: Profile, parameters: int
-                      ) -> tuple[list[str], bool]:
-    """Write or check ``experiment.json``; return notes on what changed version, and whether
-    the data did (the baselines are then recomputed)."""
+def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[str]:
+    """Write or check ``experiment.json``; return notes on what changed version."""
     current = experiment_identity(profile)
     path = exp_dir / "experiment.json"
     notes = []
@@ -60,15 +60,12 @@ def record_experiment(exp_dir: Path, profile: Profile, parameters: int
                 f"{exp_dir} holds runs with other settings ({', '.join(settings)}; "
                 f"{path.name}); use --experiment NAME for a new experiment folder")
         if not versions and {k: old.get(k) for k in record} == record:
-            return notes, False
+            return notes
         if versions:
             notes.append(f"{describe_changes(old_identity, current, versions)} since this "
                          "folder's runs were trained: they are stale and will be redone")
-        data_changed = any(k.startswith("dataset.") for k in versions)
-    else:
-        data_changed = False
     atomic_write_json(path, record)
-    return notes, data_changed
+    return notes
 
 
 def schedule_info(item: NamedSchedule) -> dict:
@@ -79,35 +76,50 @@ def schedule_info(item: NamedSchedule) -> dict:
             "step_unit": spec.step_unit, "needs_metric": spec.needs_metric}
 
 
-def write_baselines(exp_dir: Path, profile: Profile, redo: bool = False) -> None:
-    """Historical average and persistence on val and test, once per experiment and data."""
+def write_baselines(exp_dir: Path, profile: Profile) -> bool:
+    """Historical average and persistence on val and test, once per experiment and data:
+    each row carries the sha256 of the data it was computed on, and rows of other data (or
+    none) are computed again. Returns whether they were (re)computed."""
     path = exp_dir / "baselines.csv"
-    if path.exists() and not redo:
-        return
     data = load_data(profile, torch.device("cpu"))
+    digest = data.dataset.fingerprint
+    if _baselines_of(path) == digest:
+        return False
     rows = []
     for name in BASELINES:
         for split in ("val", "test"):
-            rows.append({"baseline": name, "split": split, **evaluate_baseline(name, data, split)})
+            rows.append({"baseline": name, "split": split, **evaluate_baseline(name, data, split),
+                         "data_sha256": digest})
     atomic_write_text(path, rows_to_csv(rows))
+    return True
+
+
+def _baselines_of(path: Path) -> str | None:
+    """The data sha256 every row of a baselines file names, or None (absent, unreadable,
+    written without it or mixed)."""
+    try:
+        with open(path, newline="") as fh:
+            sums = {row.get("data_sha256") for row in csv.DictReader(fh)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return sums.pop() if len(sums) == 1 else None
 
 
 def prepare(exp_dir: Path, profile: Profile, schedules: list[NamedSchedule],
-            parameters: int) -> list[str]:
-    """Identity, grid and baselines of an experiment folder (created here); notes back."""
+            parameters: int, cells: list[tuple[str, int, int]]) -> list[str]:
+    """Identity, grid (``cells`` join ``grid.json``) and baselines of an experiment folder
+    (created here); notes back."""
     from bench.store import StoreError
 
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create results folder {exp_dir}: {exc.strerror or exc}") from exc
-    cells = [(s.name, b, seed)
-             for s in schedules for b in profile.budgets for seed in profile.seeds]
     with experiment_lock(exp_dir):
         remove_stale_temporaries(exp_dir)  # every writer of these files holds this lock
-        notes, data_changed = record_experiment(exp_dir, profile, parameters)
+        existed = (exp_dir / "baselines.csv").exists()
+        notes = record_experiment(exp_dir, profile, parameters)
         update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
-        write_baselines(exp_dir, profile, redo=data_changed)
-        if data_changed:
-            notes.append("baselines.csv recomputed on the new data")
+        if write_baselines(exp_dir, profile) and existed:
+            notes.append("baselines.csv recomputed: it was made from other data")
     return notes

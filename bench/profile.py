@@ -73,6 +73,32 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class TuneSettings:
+    """The tuning protocol (``bench.tuning``): every schedule gets the same search space.
+
+    Each schedule is trained at every point of ``lr`` x ``weight_decay`` (empty: the
+    schedule's own weight decay) on ``tuning_seeds``; per budget, the point with the lowest
+    mean final validation MAE is chosen and trained on the profile's ``seeds``, the
+    evaluation seeds, which alone enter the test comparison.
+    """
+
+    lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    weight_decay: tuple[float, ...] = ()
+    tuning_seeds: tuple[int, ...] = (1000, 1001)
+
+    def __post_init__(self) -> None:
+        if not self.lr or any(not (0 < v <= 10) for v in self.lr):
+            raise ValueError(f"tune.lr must list learning rates in (0, 10], got {list(self.lr)}")
+        if any(not (0 <= v < 1) for v in self.weight_decay):
+            raise ValueError(f"tune.weight_decay values must be in [0, 1), got "
+                             f"{list(self.weight_decay)}")
+        if len(set(self.lr)) != len(self.lr) or \
+                len(set(self.weight_decay)) != len(self.weight_decay):
+            raise ValueError("tune.lr and tune.weight_decay must not repeat a value")
+        check_seeds(self.tuning_seeds)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A complete experiment description; ``bench run`` flags override single fields."""
 
@@ -91,10 +117,16 @@ class Profile:
     # Train this many runs of equal length at once, stacked with torch.func.vmap (a GPU
     # option; 1 trains each run on its own).
     fuse: int = 1
+    # The tuning protocol; with it, ``seeds`` are the evaluation seeds.
+    tune: TuneSettings | None = None
 
     def __post_init__(self) -> None:
         check_budgets(self.budgets)
         check_seeds(self.seeds)
+        if self.tune is not None and set(self.tune.tuning_seeds) & set(self.seeds):
+            shared = sorted(set(self.tune.tuning_seeds) & set(self.seeds))
+            raise ValueError(f"tune.tuning_seeds and the evaluation seeds share {shared}: a "
+                             "seed used to choose a setting must not also judge it")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not (1 <= self.jobs <= 256):

@@ -265,9 +265,18 @@ class RunDir:
         return self.vouched_by(self._last, name)
 
     def adopt(self, status: dict | None) -> None:
-        """Continue from a status read back (and verified): its checksums become ours."""
+        """Continue from a status read back and verified: the checksums of the files now on
+        disk become ours (a file that matched only the ``pending`` sum of a writer killed
+        mid-way is vouched for from here on, not forgotten)."""
         self._last = status
-        self.sums = dict((status or {}).get("files") or {})
+        self.sums = {}
+        for name in RUN_FILES:
+            try:
+                data = (self.root / name).read_bytes()
+            except OSError:
+                continue
+            if sha256_bytes(data) in self.vouched_by(status, name):
+                self.sums[name] = sha256_bytes(data)
 
     def write_files(self, files: dict[str, bytes], **status: Any) -> None:
         """Write run files, then the status that vouches for them (see the module doc)."""
@@ -284,14 +293,15 @@ class RunDir:
 
         A file must match the checksum recorded for it (or the pending one); a file the status
         does not vouch for must not be there, and without a status neither records nor a
-        checkpoint may be. A status written before checksums were recorded (schema 1) is
-        checked by the types of its records alone."""
+        checkpoint may be. A status written before checksums were recorded (schema 1) cannot
+        vouch for anything: such a run is redone."""
         if status is None:
             stray = [p.name for p in (self.records, self.checkpoint) if p.exists()]
             return (f"{self.status}: missing, so {' and '.join(stray)} cannot be verified"
                     if stray else None)
         if status.get("schema", 1) < 2:
-            return None
+            return (f"{self.status}: written before run files carried checksums, so they "
+                    "cannot be verified")
         for name in names:
             path = self.root / name
             want = self.vouched_by(status, name)

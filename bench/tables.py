@@ -13,6 +13,7 @@ parse with their types; a damaged run is a problem, named once, and its cells re
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,17 @@ def read_grid(exp_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a grid file (no 'cells' list)")
     grid.setdefault("schedules", {})
     grid.setdefault("order", [])
+    schedules, order = grid["schedules"], grid["order"]
+    if not (isinstance(schedules, dict) and isinstance(order, list)
+            and all(isinstance(v, dict) and isinstance(v.get("budget_dependent"), bool)
+                    for v in schedules.values())):
+        raise ConfigError(f"{path}: malformed 'schedules' or 'order'")
+    for cell in grid["cells"]:
+        if not (isinstance(cell, list) and len(cell) == 3 and cell[0] in schedules
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                        for x in cell[1:])):
+            raise ConfigError(f"{path}: cell {cell!r} is not [schedule, budget, seed] of a "
+                              "schedule the file describes")
     return grid
 
 
@@ -142,8 +154,11 @@ def read_run(run: RunDir) -> tuple[list[dict], dict | None]:
         return [], status
     if status is None:
         raise ValueError(f"{run.status}: missing, so records.csv cannot be verified")
+    if status.get("schema", 1) < 2:
+        raise ValueError(f"{run.status}: written before run files carried checksums, so "
+                         "records.csv cannot be verified")
     digest = sha256_bytes(records)
-    if status.get("schema", 1) >= 2 and digest not in run.vouched_by(status, "records.csv"):
+    if digest not in run.vouched_by(status, "records.csv"):
         raise ValueError(f"{run.records}: checksum differs from status.json (edited or "
                          "damaged)")
     hit = _RECORDS.get(run.records)
@@ -157,9 +172,50 @@ def read_run(run: RunDir) -> tuple[list[dict], dict | None]:
     return rows, status
 
 
+IDENTITY_KEYS = ("dataset", "model", "train")
+
+
+def _identity(exp_dir: Path) -> dict | None:
+    """What every run of the experiment must have been trained with (``experiment.json``),
+    or None when the folder records no identity to check against."""
+    try:
+        record = json.loads((exp_dir / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), dict)
+                                               for k in IDENTITY_KEYS):
+        return None
+    return {k: record[k] for k in IDENTITY_KEYS}
+
+
+def stale(run: RunDir, status: dict | None, identity: dict | None) -> str | None:
+    """Why a run's records do not belong to the experiment as it is now (other data, model
+    code or settings), or None. Its ``config.json`` must be the one its status vouches for."""
+    if identity is None or status is None:
+        return None
+    data = _read(run.config)
+    if data is None or sha256_bytes(data) not in run.vouched_by(status, "config.json"):
+        return f"{run.config}: missing or not the one status.json vouches for"
+    try:
+        config = json.loads(data).get("config")
+    except (ValueError, AttributeError):
+        config = None
+    if not isinstance(config, dict):
+        return f"{run.config}: not a run config"
+    trained = {k: config.get(k) for k in IDENTITY_KEYS}
+    if trained == identity:
+        return None
+    from bench.identity import describe_changes
+
+    return (f"{run.root}: stale (changed since it was trained: "
+            f"{describe_changes(trained, identity)}); left out until bench run redoes it")
+
+
 def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
-    """Epoch rows, summary rows and problems (damaged files) for every cell of the grid."""
+    """Epoch rows, summary rows and problems (damaged or stale runs) for every cell of the
+    grid; a damaged or stale run's cells read as missing."""
     grid = read_grid(exp_dir)
+    identity = _identity(exp_dir)
     epoch_rows: list[dict] = []
     summary_rows: list[dict] = []
     problems: list[str] = []
@@ -170,6 +226,9 @@ def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             run = RunDir(exp_dir / "runs" / job.key)
             try:
                 rows, status = read_run(run)
+                why = stale(run, status, identity)
+                if why:
+                    raise ValueError(why)
             except ValueError as exc:
                 problems.append(str(exc))
                 rows, status = [], None

@@ -92,10 +92,15 @@ class WindowedData:
         self.device = torch.device(device)
         self.bounds = self.split.bounds(ds.num_steps)
         target = ds.values[..., 0]  # [T, N]
+        seen = observed(target, ds.null_value)
+        for name, (lo, hi) in self.bounds.items():
+            if not seen[lo:hi].any():  # a scaler or a metric of nothing would be NaN or 0
+                raise DataError(f"split '{name}' (steps {lo}-{hi - 1}) holds no observed "
+                                f"target (every value is missing or equals the marker "
+                                f"{ds.null_text}); use other split fractions or fix the data")
         t0, t1 = self.bounds["train"]
         self.scaler = Scaler.fit(target[t0:t1], ds.null_value)
 
-        seen = observed(target, ds.null_value)
         scaled = np.where(seen, self.scaler.transform(target), 0.0).astype(np.float32)
         tod, dow = time_features(ds.timestamps)
         n = ds.num_nodes

@@ -221,3 +221,74 @@ def test_sz_taxi_is_a_named_dataset(shared_data):
 def test_sz_taxi_missing_files_are_named(tmp_path):
     with pytest.raises(DataError, match="sz_speed.npz"):
         load_dataset("sz-taxi", tmp_path)
+
+
+def test_runs_of_other_data_are_left_out_until_redone(tmp_path, capsys):
+    """Only seed 0 is rerun after the data changed: seed 1's old numbers must not be
+    tabulated beside the new ones."""
+    folder = write_hourly_counts(tmp_path / "d")
+    prof = profile_for(tmp_path, folder, seeds="[0, 1]")
+    args = ["run", "--profile", str(prof), "--results", str(tmp_path / "r")]
+    assert main(args) == 0
+    frame = pd.read_csv(folder / "counts.csv")
+    frame.iloc[5, 2] += 1
+    frame.to_csv(folder / "counts.csv", index=False)
+    capsys.readouterr()
+    assert main([*args, "--seeds", "0-0"]) == 0
+    err = capsys.readouterr().err
+    assert "constant/seed1: stale" in err and "dataset.content.sha256" in err
+    summary = pd.read_csv(tmp_path / "r/own/summary.csv")
+    assert list(summary.sort_values("seed")["status"]) == ["finished", "missing"]
+
+
+def test_baselines_follow_the_data_even_without_the_experiment_record(tmp_path, capsys):
+    folder = write_hourly_counts(tmp_path / "d")
+    args = ["run", "--profile", str(profile_for(tmp_path, folder)), "--results",
+            str(tmp_path / "r")]
+    assert main(args) == 0
+    exp = tmp_path / "r/own"
+    before = (exp / "baselines.csv").read_text()
+    frame = pd.read_csv(folder / "counts.csv")
+    frame.iloc[:, 1:] += 1
+    frame.to_csv(folder / "counts.csv", index=False)
+    (exp / "experiment.json").unlink()  # as if a run stopped between the two writes
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "baselines.csv recomputed" in capsys.readouterr().err
+    assert (exp / "baselines.csv").read_text() != before
+
+
+def test_a_split_with_nothing_observed_is_a_data_error(tmp_path):
+    folder = write_hourly_counts(tmp_path / "d", null_value=None)
+    frame = pd.read_csv(folder / "counts.csv")
+    frame.iloc[-200:, 1:] = 0  # the whole test part equals the marker
+    frame.to_csv(folder / "counts.csv", index=False)
+    from stforecast.windows import WindowedData
+
+    with pytest.raises(DataError, match="split 'test'.*holds no observed target"):
+        WindowedData(load_path(folder))
+
+
+@pytest.mark.parametrize("damage", ["experiment", "grid", "baselines"])
+def test_edited_side_files_end_in_one_line(tmp_path, capsys, damage):
+    folder = write_hourly_counts(tmp_path / "d")
+    assert main(["run", "--profile", str(profile_for(tmp_path, folder)), "--results",
+                 str(tmp_path / "r")]) == 0
+    exp = tmp_path / "r/own"
+    if damage == "experiment":
+        (exp / "experiment.json").write_text("[]")
+    elif damage == "grid":
+        grid = json.loads((exp / "grid.json").read_text())
+        grid["cells"].append(["nonesuch", 2, 0])
+        (exp / "grid.json").write_text(json.dumps(grid))
+    else:
+        text = (exp / "baselines.csv").read_text().splitlines()
+        row = text[1].split(",")
+        row[3] = "oops"
+        (exp / "baselines.csv").write_text("\n".join([text[0], ",".join(row), *text[2:]]))
+    capsys.readouterr()
+    assert main(["report", "--results", str(tmp_path / "r"), "--experiment", "own",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([x for x in err.splitlines()
+                                           if x.startswith("error:")]) == 1

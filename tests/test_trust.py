@@ -428,6 +428,35 @@ def test_a_kill_between_a_file_and_its_status_is_not_damage(copy, profile, capsy
     assert notes(err) == [] and "finished  plateau/seed0: 3 epochs" in err
 
 
+def test_a_status_without_checksums_vouches_for_nothing(copy, profile, capsys):
+    """A status in the format from before checksums (schema 1) is not trusted: redone."""
+    status = json.loads((copy / RUN / "status.json").read_text())
+    status["schema"] = 1
+    del status["files"]
+    (copy / RUN / "status.json").write_text(json.dumps(status))
+    capsys.readouterr()
+    assert run(profile, copy) == 0
+    err = capsys.readouterr().err
+    assert len(notes(err)) == 1 and "cannot be verified" in notes(err)[0]
+    assert "finished  plateau/seed0: 3 epochs" in err
+
+
+def test_a_resumed_pending_checkpoint_stays_vouched_for(copy, profile):
+    """After resuming from a checkpoint that matched only the pending checksum, the status
+    written at the restart must vouch for that checkpoint (a second kill must not turn it into
+    damage)."""
+    run_dir = RunDir(copy / RUN)
+    status = run_dir.read_status()
+    newer = (copy / RUN / "checkpoint.pt").read_bytes()
+    forged = {**status, "status": "running", "epochs_done": 2, "target_epochs": 3,
+              "files": {**status["files"], "checkpoint.pt": "0" * 64},
+              "pending": {"checkpoint.pt": sha256_bytes(newer)}}
+    (copy / RUN / "status.json").write_text(json.dumps(forged))
+    again = RunDir(copy / RUN)
+    again.adopt(again.read_status())
+    assert again.sums["checkpoint.pt"] == sha256_bytes(newer)
+
+
 # -- process level --------------------------------------------------------------------------
 def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

@@ -188,7 +188,52 @@ def write_figures(res: Results, out_dir: Path) -> dict[str, str]:
     lr_figure(res, out_dir / files["lr"])
     mae_figure(res, out_dir / files["mae"])
     final_figure(res, out_dir / files["final"])
+    if res.tuning:
+        files["sensitivity"] = "lr_sensitivity.png"
+        sensitivity_figure(res, out_dir / files["sensitivity"])
     return files
+
+
+def sensitivity_figure(res: Results, path: Path) -> None:
+    """Mean final validation MAE over the tuning seeds against the peak lr, per schedule
+    (one panel per budget; with a weight-decay grid, the best weight decay at each lr)."""
+    t = res.tuning
+    budgets = sorted(int(b) for per in t["schedules"].values() for b in per)
+    budgets = sorted(set(budgets))
+    names = [s for s in res.order if s in t["schedules"]]
+    colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(names)}
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False,
+                             sharey=True)
+    for ax, b in zip(axes[0], budgets):
+        for s in names:
+            c = t["schedules"][s].get(str(b))
+            if not c:
+                continue
+            best: dict[float, float] = {}
+            for point, v in c["val_mae"].items():
+                lr = t["settings"].get(point, {}).get("lr")
+                if v is None or lr is None:
+                    continue
+                best[lr] = min(v, best.get(lr, float("inf")))
+            if not best:
+                continue
+            lrs = sorted(best)
+            ax.plot(lrs, [best[x] for x in lrs], marker="o", color=colors[s], label=s, **_style(s))
+            if c["chosen"] in t["settings"]:
+                ax.plot([t["settings"][c["chosen"]]["lr"]], [c["val_mae"][c["chosen"]]], "*",
+                        color=colors[s], markersize=12)
+        ax.set_xscale("log")
+        grid = sorted({v["lr"] for v in t["settings"].values()})
+        ax.set_xticks(grid, [f"{v:g}" for v in grid])
+        ax.minorticks_off()
+        ax.set_title(f"{b}-epoch budget")
+        ax.set_xlabel("peak learning rate (log scale)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(f"final val MAE, tuning seeds ({units(res)})")
+    fig.suptitle(f"Sensitivity to the learning rate (star: chosen): {_subject(res)}")
+    _legend(fig, axes[0])
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def performance_profile_figure(ratios: dict[int, dict[str, list[float]]], order: list[str],

@@ -30,15 +30,24 @@ class Results:
     experiment: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     run_config: dict = field(default_factory=dict)
+    # The tuning protocol's record (``tuning.json``), when the experiment was tuned; then
+    # ``epochs`` and ``summary`` hold the evaluation seeds only.
+    tuning: dict = field(default_factory=dict)
 
     @property
     def budgets(self) -> list[int]:
         return sorted(int(b) for b in self.summary["budget"].unique())
 
     @property
+    def variants(self) -> set[str]:
+        """Tuning points that are not a schedule's own settings (``plateau@lr0.003``)."""
+        return set(self.tuning.get("settings", {})) - set(self.tuning.get("schedules", {}))
+
+    @property
     def schedule_order(self) -> list[str]:
-        """Schedules in the order they were registered, restricted to those present."""
-        present = set(self.summary["schedule"])
+        """Schedules in the order they were registered, restricted to those present; tuning
+        points appear only in the tuned section."""
+        present = set(self.summary["schedule"]) - self.variants
         return [s for s in self.order if s in present]
 
     @property
@@ -94,7 +103,8 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
     if summary.empty:
         raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no runs")
     baselines_path = exp_dir / "baselines.csv"
-    baselines = _read_csv(baselines_path) if baselines_path.exists() else pd.DataFrame()
+    baselines = (_checked_baselines(_read_csv(baselines_path), baselines_path)
+                 if baselines_path.exists() else pd.DataFrame())
     grid = read_grid(exp_dir)
     experiment = {}
     if (exp_dir / "experiment.json").exists():
@@ -102,6 +112,11 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
             experiment = json.loads((exp_dir / "experiment.json").read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{exp_dir / 'experiment.json'}: unreadable ({exc})") from None
+        if not isinstance(experiment, dict) or not _facts_ok(experiment.get("data", {})) or \
+                not all(isinstance(experiment.get(k, {}), dict)
+                        for k in ("dataset", "model", "train")):
+            raise ConfigError(f"{exp_dir / 'experiment.json'}: not an experiment record; "
+                              "run 'python -m bench run' again to rewrite it")
     environment, run_config = {}, {}
     for cfg in sorted((exp_dir / "runs").glob("*/*/config.json")):
         try:
@@ -112,8 +127,83 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
             continue
     schedules = grid.get("schedules", {})
     order = grid.get("order") or sorted(schedules)
+    tuning = read_tuning(exp_dir)
+    if tuning:  # the test comparison uses the evaluation seeds alone
+        summary = summary[summary["seed"].isin(tuning["eval_seeds"])]
+        epochs = epochs[epochs["seed"].isin(tuning["eval_seeds"])]
+        if summary.empty:
+            raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no run of the evaluation "
+                              f"seeds {tuning['eval_seeds']} yet")
     return Results(exp_dir.name, epochs, summary, baselines, schedules, order, experiment,
-                   environment, run_config)
+                   environment, run_config, tuning)
+
+
+def _facts_ok(facts) -> bool:
+    """Whether the data facts of an experiment record have the types the report uses."""
+    if facts == {}:
+        return True
+    num = (int, float)
+    try:
+        return (isinstance(facts, dict) and all(isinstance(facts[k], str) for k in (
+            "name", "units", "start", "end", "null_value"))
+            and all(isinstance(facts[k], num) for k in ("nodes", "steps", "interval_minutes",
+                                                        "days"))
+            and facts["interval_minutes"] > 0
+            and all(isinstance(facts["splits"][k]["steps"], int)
+                    and isinstance(facts["splits"][k]["windows"], int)
+                    and isinstance(facts["splits"][k]["missing_share"], num)
+                    for k in ("train", "val", "test")))
+    except (KeyError, TypeError):
+        return False
+
+
+def _checked_baselines(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Baseline rows with every metric a number; else one ``ConfigError`` naming the cell."""
+    if not {"baseline", "split", "mae"} <= set(df.columns):
+        raise ConfigError(f"{path}: missing column(s) baseline/split/mae")
+    for col in df.columns:
+        if col in ("baseline", "split", "data_sha256"):
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            raise ConfigError(f"{path}: non-numeric {col} {df[col][bad].iloc[0]!r}")
+        df[col] = values
+    return df
+
+
+def read_tuning(exp_dir: Path) -> dict:
+    """``tuning.json`` checked field by field (a results folder is untrusted input), or {}."""
+    path = exp_dir / "tuning.json"
+    if not path.exists():
+        return {}
+    bad = ConfigError(f"{path}: not a tuning record; move it aside or run the tuned grid "
+                      "again")
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise bad from None
+    ints = lambda v: isinstance(v, list) and all(  # noqa: E731
+        isinstance(x, int) and not isinstance(x, bool) for x in v)
+    if not (isinstance(rec, dict) and ints(rec.get("eval_seeds"))
+            and ints(rec.get("tuning_seeds")) and isinstance(rec.get("schedules"), dict)
+            and isinstance(rec.get("settings"), dict) and isinstance(rec.get("space"), dict)):
+        raise bad
+    for per in rec["schedules"].values():
+        if not isinstance(per, dict):
+            raise bad
+        for budget, c in per.items():
+            if not (budget.isdigit() and isinstance(c, dict)
+                    and (c.get("chosen") is None or isinstance(c.get("chosen"), str))
+                    and isinstance(c.get("val_mae"), dict)
+                    and all(v is None or isinstance(v, (int, float))
+                            for v in c["val_mae"].values())):
+                raise bad
+    for setting in rec["settings"].values():
+        if not (isinstance(setting, dict) and all(isinstance(setting.get(k), (int, float))
+                                                  for k in ("lr", "weight_decay"))):
+            raise bad
+    return rec
 
 
 def per_seed(res: Results, schedule: str, budget: int, column: str = "test_mae"

@@ -28,6 +28,7 @@ from bench.report.results import (
     ranking,
     units,
 )
+from bench.report.tuned import tuned_section
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -257,6 +258,9 @@ def figures_section(figures: dict[str, str], one_seed: bool = False) -> str:
                 if one_seed else "Validation (top) and test (bottom) MAE against epoch: mean "
                 "over seeds, shaded ± one standard deviation")
                + "; dotted and dashed lines are the historical average and persistence.",
+        "sensitivity": "Mean final validation MAE over the tuning seeds against the peak "
+                       "learning rate, per schedule and budget; the star marks the chosen "
+                       "setting. A flat curve means the schedule is robust to its lr.",
         "final": ("Final test MAE per schedule and budget, one seed, as a bar from zero"
                   if one_seed else "Final test MAE per schedule and budget: each seed as a "
                   "dot, the mean as a bar from zero")
@@ -276,13 +280,16 @@ def render(res: Results, figures: dict[str, str], command: str | None = None) ->
         header(res, command),
         baseline_verdict(res),
         status_section(res),
+        tuned_section(res),
+        figures_section({k: v for k, v in figures.items() if k == "sensitivity"}, one_seed),
         note_study.claims_section(res),
         figures_section({k: v for k, v in figures.items() if k == "lr"}, one_seed),
         mae_table(res, "test_mae", f"Final test MAE ({spread})",
                   "Bold: lowest per budget (whether it beats the baselines is stated above). "
                   "Historical average and persistence need no training and are shown for "
                   "scale."),
-        figures_section({k: v for k, v in figures.items() if k != "lr"}, one_seed),
+        figures_section({k: v for k, v in figures.items() if k in ("mae", "final")},
+                        one_seed),
         mae_table(res, "best_test_mae", f"Test MAE at the best-validation epoch ({spread})",
                   "Early stopping on validation MAE within each budget, as a practitioner "
                   "would select a checkpoint."),
