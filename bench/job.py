@@ -337,6 +337,12 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
         return [outcomes[j.key] for j in jobs]
     try:
         by_trainer = {id(s.start_trainer()): s for s in sessions}
+        if len({s.trainer.epoch for s in sessions}) > 1:
+            # A checkpoint may be an epoch ahead of its status (a kill between the two
+            # writes): members that resume from different epochs train one at a time.
+            for session in sessions:
+                outcomes[session.job.key] = run_session(session, progress, should_stop)
+            return [outcomes[j.key] for j in jobs]
         for session in sessions:
             session.fused = len(sessions)
         fused = FusedTrainer([s.trainer for s in sessions])
