@@ -412,16 +412,21 @@ def test_cells_absent_from_the_baseline_are_listed_and_pass(copy, profile, tmp_p
     assert "1 result cell(s) not in baseline" in captured.err
 
 
-def test_a_kill_between_a_file_and_its_status_is_not_damage(copy, profile, capsys):
-    """The pending checksums: a checkpoint newer than status.json is resumed without a note."""
-    run_dir = RunDir(copy / RUN)
-    status = run_dir.read_status()
+def kill_before_status(copy: Path) -> bytes:
+    """Leave the run as if killed after writing epoch 3's checkpoint, before status.json said
+    so: the checkpoint matches only the pending checksum. Returns the checkpoint's bytes."""
+    status = RunDir(copy / RUN).read_status()
     newer = (copy / RUN / "checkpoint.pt").read_bytes()
-    # As if killed after writing epoch 3's checkpoint, before status.json said so.
     forged = {**status, "status": "running", "epochs_done": 2, "target_epochs": 3,
               "files": {**status["files"], "checkpoint.pt": "0" * 64},
               "pending": {"checkpoint.pt": sha256_bytes(newer)}}
     (copy / RUN / "status.json").write_text(json.dumps(forged))
+    return newer
+
+
+def test_a_kill_between_a_file_and_its_status_is_not_damage(copy, profile, capsys):
+    """The pending checksums: a checkpoint newer than status.json is resumed without a note."""
+    kill_before_status(copy)
     capsys.readouterr()
     assert run(profile, copy) == 0
     err = capsys.readouterr().err
@@ -445,13 +450,7 @@ def test_a_resumed_pending_checkpoint_stays_vouched_for(copy, profile):
     """After resuming from a checkpoint that matched only the pending checksum, the status
     written at the restart must vouch for that checkpoint (a second kill must not turn it into
     damage)."""
-    run_dir = RunDir(copy / RUN)
-    status = run_dir.read_status()
-    newer = (copy / RUN / "checkpoint.pt").read_bytes()
-    forged = {**status, "status": "running", "epochs_done": 2, "target_epochs": 3,
-              "files": {**status["files"], "checkpoint.pt": "0" * 64},
-              "pending": {"checkpoint.pt": sha256_bytes(newer)}}
-    (copy / RUN / "status.json").write_text(json.dumps(forged))
+    newer = kill_before_status(copy)
     again = RunDir(copy / RUN)
     again.adopt(again.read_status())
     assert again.sums["checkpoint.pt"] == sha256_bytes(newer)
