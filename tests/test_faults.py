@@ -77,6 +77,24 @@ def reference(profile, tmp_path) -> list[dict]:
     return metrics_only(read(tmp_path / "ref/tiny/epochs.csv"))
 
 
+@pytest.fixture
+def long_profile(tmp_path) -> Path:
+    """The tiny profile on 10 days of data, one thread: epochs long enough (0.1-0.5 s) that
+    a stop sent after epoch 3 lands well before epoch 12; on 3 days a fast host finished the
+    whole run before the signal reached it."""
+    path = tmp_path / "long" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_text(TINY.replace("days: 3", "days: 10") + "threads: 1\n")
+    return path
+
+
+@pytest.fixture
+def long_reference(long_profile, tmp_path) -> list[dict]:
+    assert main(["run", "--profile", str(long_profile), "--results",
+                 str(tmp_path / "long-ref")]) == 0
+    return metrics_only(read(tmp_path / "long-ref/tiny/epochs.csv"))
+
+
 @pytest.mark.slow
 def test_sigkill_mid_training_then_restart_gives_identical_records(profile, tmp_path, reference):
     results = tmp_path / "killed"
@@ -173,7 +191,8 @@ def test_diverging_run_is_recorded_and_the_grid_goes_on(profile, tmp_path, capsy
 
 @pytest.mark.slow
 @pytest.mark.parametrize("presses", [1, 2])
-def test_ctrl_c_leaves_everything_resumable(profile, tmp_path, reference, presses):
+def test_ctrl_c_leaves_everything_resumable(long_profile, tmp_path, long_reference, presses):
+    profile, reference = long_profile, long_reference
     results = tmp_path / "int"
     status = results / "tiny/runs/plateau/seed0/status.json"
     proc = start(command(profile, results))
@@ -248,7 +267,9 @@ def test_unwritable_results_folder(profile, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_driver_alone_stops_worker_processes(profile, tmp_path, reference):
+def test_sigterm_to_the_driver_alone_stops_worker_processes(long_profile, tmp_path,
+                                                           long_reference):
+    profile, reference = long_profile, long_reference
     results = tmp_path / "term"
     status = results / "tiny/runs/plateau/seed0/status.json"
     proc = start(command(profile, results, "--jobs", "2"))
