@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "and through a local Ray instance")
     perf.add_argument("--levers", action="store_true",
                       help="instead: ms per training step of the profile's model under each "
-                           "lever (float32, bfloat16, torch.compile, fused) on --device")
+                           "lever (float32, bfloat16, torch.compile, fused) on --device, and "
+                           "the step's FLOPs against the measured matmul rate")
     perf.add_argument("--fuse", default="4", help="with --levers: runs stacked, e.g. 4,16")
     perf.add_argument("--models", action="store_true",
                       help="instead: parameters and seconds per epoch of every model")

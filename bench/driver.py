@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.build import DryRun, dry_step
+from bench.build import DryRun, dry_step, steps_per_epoch
 from bench.data import data_facts, data_line, load_data, missing_warning
 from bench.job import JobOutcome
 from bench.plan import Cell, grid_cells, plan_cells, shard, units
@@ -25,6 +25,7 @@ from bench.progress import Progress, SafeStream
 from bench.stopping import graceful_stop, stop_reason, stop_requested
 from bench.store import RunDir
 from bench.tables import write_tables
+from bench.trunks import trunk_units
 from schedules import NamedSchedule
 
 
@@ -89,7 +90,11 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         bar.run_done(outcome.key)
 
     torch.set_num_threads(profile.threads_per_run())
-    work = units(todo, profile.fuse)
+    if profile.fuse > 1:
+        work = units(todo, profile.fuse)
+    else:  # runs that share a trunk train it once (bench.trunks)
+        spe = steps_per_epoch(profile, load_data(profile, torch.device("cpu")))
+        work = trunk_units(todo, items, spe)
     with graceful_stop():
         try:
             if executor == "ray":

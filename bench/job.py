@@ -41,6 +41,7 @@ from bench.store import (
     sha256_bytes,
     torch_bytes,
 )
+from bench.trunks import Forker, Pending, Shadow
 from schedules import NamedSchedule
 from stforecast.engine import Diverged, Trainer, resolve_device
 from stforecast.fused import FusedTrainer, has_batch_norm
@@ -131,6 +132,9 @@ class RunSession:
         self.notes: list[str] = []
         self.trainer: Trainer | None = None
         self.fused = 1  # members trained together with this run
+        # Where a forked run's first epochs came from (``bench.trunks``), kept in every
+        # status it writes: ``{"forked_from": key, "fork_epoch": n}``.
+        self.lineage: dict = {}
         self.start = time.perf_counter()
 
     def open(self) -> JobOutcome | None:
@@ -212,17 +216,37 @@ class RunSession:
             for path in (run.checkpoint, run.records):
                 path.unlink(missing_ok=True)
             run.sums = {}
-            config = {"config": self.payload, "config_hash": self.digest,
-                      "environment": environment(data.device),
-                      "parameters": count_parameters(trainer.model),
-                      "steps_per_epoch": steps_per_epoch(profile, data)}
-            run.write_files({"config.json": json_bytes(config)}, epochs_done=0, **status)
+            self.lineage = {}
+            run.write_files({"config.json": self._config_bytes(trainer)}, epochs_done=0,
+                            **status)
         else:
+            saved = run.read_status() or {}
+            self.lineage = {k: saved[k] for k in ("forked_from", "fork_epoch") if k in saved}
             if "config.json" not in run.sums and run.config.exists():  # a schema-1 status
                 run.sums["config.json"] = sha256_bytes(run.config.read_bytes())
-            run.write_status(epochs_done=trainer.epoch, **status)
+            run.write_status(epochs_done=trainer.epoch, **status, **self.lineage)
         self.trainer = trainer
         return trainer
+
+    def _config_bytes(self, trainer: Trainer) -> bytes:
+        config = {"config": self.payload, "config_hash": self.digest,
+                  "environment": environment(trainer.device),
+                  "parameters": count_parameters(trainer.model),
+                  "steps_per_epoch": steps_per_epoch(self.profile, trainer.data)}
+        return json_bytes(config)
+
+    def write_fork(self, parent: Trainer, parent_key: str, state: dict, epoch: int) -> None:
+        """Write this run as trained to ``epoch`` on the parent's trunk (``bench.trunks``):
+        config, checkpoint and records, then the status vouching for them, exactly what a
+        standalone run stopped at that epoch would hold. Training it resumes from there."""
+        records = [r.row() for r in parent.records[:epoch]]
+        self.lineage = {"forked_from": parent_key, "fork_epoch": epoch}
+        self.run.sums = {}
+        self.run.write_files({"config.json": self._config_bytes(parent),
+                              "checkpoint.pt": torch_bytes(state),
+                              "records.csv": RunDir.records_bytes(records)},
+                             status="running", config_hash=self.digest, epochs_done=epoch,
+                             target_epochs=self.job.epochs, **self.lineage)
 
     def save_epoch(self, record, progress=None) -> None:
         """Checkpoint and records after an epoch, then the status vouching for them, each
@@ -232,7 +256,7 @@ class RunSession:
         self.run.write_files({"checkpoint.pt": torch_bytes(tr.state_dict()),
                               "records.csv": self._records()},
                              status="running", config_hash=self.digest, epochs_done=tr.epoch,
-                             target_epochs=self.job.epochs)
+                             target_epochs=self.job.epochs, **self.lineage)
         if progress is not None:
             progress({"key": self.job.key, "epoch": tr.epoch, "epochs": self.job.epochs,
                       "val_mae": record.val["mae"], "seconds": record.seconds})
@@ -244,7 +268,7 @@ class RunSession:
         self.check_folder()
         self.run.write_files({"records.csv": self._records()}, status="finished",
                              config_hash=self.digest, epochs_done=self.trainer.epoch,
-                             target_epochs=self.job.epochs, fused=self.fused)
+                             target_epochs=self.job.epochs, fused=self.fused, **self.lineage)
         return self.outcome("finished")
 
     def diverged(self, exc: Diverged) -> JobOutcome:
@@ -252,7 +276,7 @@ class RunSession:
         self.run.write_files({"records.csv": self._records()}, status="diverged",
                              config_hash=self.digest, epochs_done=len(self.trainer.records),
                              diverged_epoch=exc.epoch, target_epochs=self.job.epochs,
-                             message=str(exc))
+                             message=str(exc), **self.lineage)
         return self.outcome("diverged", str(exc))
 
     def interrupted(self) -> JobOutcome:
@@ -271,14 +295,21 @@ class RunSession:
         return self.outcome("failed", message)
 
 
-def run_session(session: RunSession, progress=None, should_stop=None) -> JobOutcome:
-    """Train an opened session to its target epoch; never raises for a training failure."""
+def run_session(session: RunSession, progress=None, should_stop=None,
+                forker: Forker | None = None) -> JobOutcome:
+    """Train an opened session to its target epoch; never raises for a training failure.
+
+    With a ``forker``, the runs waiting on this one's trunk are forked off as it trains."""
     job = session.job
     try:
         trainer = session.trainer or session.start_trainer()
+        if forker is not None:
+            forker.start(trainer)
 
         def on_epoch(tr: Trainer, record) -> None:
             session.save_epoch(record, progress)
+            if forker is not None:
+                forker.after_epoch(tr)
             if should_stop is not None and should_stop() and tr.epoch < job.epochs:
                 raise Interrupted
 
@@ -321,6 +352,8 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
     ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
     epoch's state is on disk, and a true answer ends the jobs as ``interrupted``.
     """
+    if any(job.trunk for job in jobs):
+        return execute_tree(jobs, items, profile, exp_dir, progress, should_stop)
     outcomes: dict[str, JobOutcome] = {}
     sessions = []
     for job in jobs:
@@ -372,3 +405,56 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
         for session in sessions:
             session.lock.release()
     return [outcomes[j.key] for j in jobs]
+
+
+def execute_tree(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
+                 exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
+    """Execute a tree of jobs that share trunks (``bench.trunks.trunk_units``), parents
+    before children: while a job trains, its children that have not started fork off it
+    at the first epoch their lr paths differ, then train on from there in turn.
+
+    Every run's lock is taken first, so no other process trains a run while it waits for
+    its fork. A child whose parent is done already, diverges, fails or stops first trains
+    from epoch 0 (or is reported interrupted); nothing it records depends on where it forked.
+    """
+    outcomes: dict[str, JobOutcome] = {}
+    sessions: dict[str, RunSession] = {}
+    for job in jobs:
+        session = RunSession(job, items[job.schedule], profile, exp_dir)
+        early = session.open()
+        if early is not None:
+            outcomes[job.key] = early
+        else:
+            sessions[job.key] = session
+    spe = None
+    try:
+        for job in jobs:
+            session = sessions.get(job.key)
+            if session is None:
+                continue
+            if should_stop is not None and should_stop():
+                outcomes[job.key] = session.interrupted()
+                session.lock.release()
+                continue
+            waiting = [sessions[c.key] for c in jobs
+                       if c.trunk == job.key and c.key in sessions and
+                       sessions[c.key].saved_epoch() == 0]
+            forker = None
+            if waiting:
+                if spe is None:
+                    spe = steps_per_epoch(profile, load_data(profile,
+                                                             resolve_device(profile.device)))
+                forker = Forker(items[job.schedule], job.epochs,
+                                [_pending(child, session, spe) for child in waiting], spe)
+            outcomes[job.key] = run_session(session, progress, should_stop, forker)
+    finally:
+        for session in sessions.values():
+            session.lock.release()
+    return [outcomes[j.key] for j in jobs]
+
+
+def _pending(child: RunSession, parent: RunSession, spe: int) -> Pending:
+    def write(state: dict, epoch: int) -> None:
+        child.write_fork(parent.trainer, parent.job.key, state, epoch)
+
+    return Pending(child.job, Shadow(child.item, child.job.epochs, spe), write)

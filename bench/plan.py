@@ -23,6 +23,8 @@ class Job:
     epochs: int
     budgets: tuple[int, ...]
     shared_prefix: bool
+    # The key of the job of the same unit this one may fork from (``bench.trunks``).
+    trunk: str | None = None
 
     @property
     def key(self) -> str:

@@ -40,7 +40,7 @@ SUMMARY_COLUMNS = (
     + [f"test_{c}" for c in METRIC_COLUMNS]
     + ["best_epoch", "best_val_mae"]
     + [f"best_test_{c}" for c in METRIC_COLUMNS]
-    + ["seconds", "seconds_per_epoch", "run"]
+    + ["seconds", "seconds_per_epoch", "run", "shared_epochs", "trained_seconds"]
 )
 
 
@@ -121,7 +121,17 @@ def _cell_summary(cell, rows: list[dict], status: dict | None) -> dict[str, Any]
         out[f"best_test_{col}"] = best[f"test_{col}"]
     out["seconds"] = math.fsum(r["seconds"] for r in rows)
     out["seconds_per_epoch"] = out["seconds"] / len(rows)
+    # A run forked from a trunk (bench.trunks) holds the trunk's first epochs, times and all;
+    # only the rest was trained for it.
+    shared = min(_fork_epoch(status), len(rows))
+    out["shared_epochs"] = shared
+    out["trained_seconds"] = math.fsum(r["seconds"] for r in rows[shared:])
     return out
+
+
+def _fork_epoch(status: dict | None) -> int:
+    value = (status or {}).get("fork_epoch", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 _RECORDS: dict[Path, tuple[str, list[dict]]] = {}  # records.csv -> (sha256, parsed rows)

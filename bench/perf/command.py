@@ -6,7 +6,9 @@ suite's way is ``bench run``: windows cut by index from resident tensors, evalua
 ``inference_mode``, budget-independent schedules trained once to the longest budget.
 Records of every cell are compared for identity (``bench.perf.grid``); the memory of the
 data pipeline, the time of each part of an epoch and the levers per step are measured
-beside it (``bench.perf.levers``). Results are reported as ratios measured in the same run.
+beside it (``bench.perf.levers``), and one training step is set against the machine's own
+limit: its counted FLOPs per second over the measured ``torch.mm`` rate at the step's dominant
+shape (``bench.perf.limits``). Results are reported as ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import torch
 from bench.config import ConfigError
 from bench.perf.grid import grid_timing, pipeline_memory, ray_overhead
 from bench.perf.levers import epoch_breakdown, lever_timings, model_speed
+from bench.perf.limits import against_limit, render_limits
 from bench.profile import load_resolved, profile_path
 from bench.report.markdown import md_table
 from bench.store import atomic_write_json, atomic_write_text
+
+FUSE = (4,)  # runs stacked in the full report's fused rows (``--fuse`` is for ``--levers``)
 
 
 def render(result: dict) -> str:
@@ -35,9 +40,10 @@ def render(result: dict) -> str:
         [f"naive reference (process per cell, materialised windows, DataLoader, autograd "
          f"eval, no budget reuse; {g['jobs']} at a time)", f"{g['naive_seconds']:.1f}",
          str(g["naive_epochs"]), "1.000"],
-        [f"suite (`bench run`, --jobs {g['jobs']})", f"{g['suite_seconds']:.1f}",
-         str(g["suite_epochs"]), f"{g['ratio']:.3f}"],
+        [f"suite (`bench run`, --jobs {g['jobs']}: budgets folded, shared trunks trained "
+         f"once)", f"{g['suite_seconds']:.1f}", str(g["suite_epochs"]), f"{g['ratio']:.3f}"],
     ]
+    saved = g.get("trunk_epochs_saved")
     parts = [[k, f"{v * 1000:.1f}", f"{100 * v / b['total']:.1f} %"]
              for k, v in b["seconds"].items()]
     levers = [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}", f"{r['ratio']:.2f}"]
@@ -55,6 +61,11 @@ def render(result: dict) -> str:
         f"Schedules {', '.join(g['schedules'])}; budgets {g['budgets']}; seeds {g['seeds']}. "
         f"Records identical in {g['identical_cells']} of {g['cells']} cells "
         f"(largest relative difference {g['max_relative_difference']:.2e}).",
+        *([] if saved is None else [
+            "",
+            f"Folding budgets alone would train {g['folded_epochs']} epochs; shared trunks "
+            f"saved {saved} more ({saved / g['folded_epochs']:.1%}), so the suite trained "
+            f"{g['suite_epochs'] / g['naive_epochs']:.3f} of the naive reference's epochs."]),
         "",
         "## Data pipeline memory at full METR-LA size",
         "",
@@ -73,10 +84,14 @@ def render(result: dict) -> str:
         "",
         md_table(["lever", "threads", "ms / step", "ratio"], levers),
         "",
+        *([render_limits(result["limits"]), ""] if result.get("limits") else []),
         "## Ratios",
         "",
         f"- whole-grid wall time, suite / naive: **{g['ratio']:.3f}**",
+        f"- epochs trained, suite / naive: **{g['suite_epochs'] / g['naive_epochs']:.3f}**",
         f"- data-pipeline peak memory, indexed / materialised: **{m['ratio']:.3f}**",
+        *[f"- {r['path']}: achieved / matmul rate at its dominant shape: **{r['ratio']:.3f}**"
+          for r in result.get("limits", []) if "ratio" in r],
         "",
     ])
 
@@ -114,14 +129,20 @@ def cmd_perf(args) -> int:
         if min(fuse) < 1:
             raise ConfigError(f"--fuse: run counts must be at least 1, got {args.fuse!r}")
         rows = lever_timings(str(profile_path(args.profile)), fuse=fuse, device=args.device)
+        limits = against_limit(str(profile_path(args.profile)), fuse=fuse, device=args.device)
         table = md_table(["lever", "threads", "ms / step", "ratio"],
                          [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}",
                            f"{r['ratio']:.2f}"] for r in rows])
         name = f"levers-{profile_path(args.profile).stem}-{rows[0]['device'].split(':')[0]}"
-        text = _measured_by(args, f"{_device_name(rows[0]['device'])}, "
-                                  f"torch {torch.__version__}") + f"{table}\n"
+        where = f"{_device_name(rows[0]['device'])}, torch {torch.__version__}"
+        text = _measured_by(args, where) + f"{table}\n\n{render_limits(limits)}\n"
         print(text)
-        atomic_write_text(Path(args.out) / "perf" / f"{name}.md", text)
+        out = Path(args.out) / "perf"
+        atomic_write_text(out / f"{name}.md", text)
+        atomic_write_json(out / f"{name}.json", {
+            "profile": profile_path(args.profile).stem,
+            "command": "python -m bench perf " + " ".join(args.argv), "device": where,
+            "date": time.strftime("%Y-%m-%d"), "levers": rows, "limits": limits})
         return 0
     if args.models:
         rows = model_speed(args.dataset, {"nodes": 207, "days": 7, "seed": 0}
@@ -153,10 +174,12 @@ def cmd_perf(args) -> int:
     log("breakdown: one epoch")
     breakdown = epoch_breakdown(str(profile_path(args.profile)))
     log("levers: threads, bfloat16, torch.compile, fused")
-    levers = lever_timings(str(profile_path(args.profile)), device=args.device)
+    levers = lever_timings(str(profile_path(args.profile)), fuse=FUSE, device=args.device)
+    log("limits: one step's FLOP/s against the measured matmul rate")
+    limits = against_limit(str(profile_path(args.profile)), fuse=FUSE, device=args.device)
     result = {
         "profile": profile_name, "grid": grid, "memory": memory, "breakdown": breakdown,
-        "levers": levers,
+        "levers": levers, "limits": limits,
         "command": "python -m bench perf " + " ".join(args.argv),
         "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

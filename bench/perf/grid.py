@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.profile import load_resolved
 from bench.selection import resolve_schedules
+from bench.trunks import epochs_trained
 
 COMPARED = ("lr", "val_mae", "test_mae", "test_mae_h3", "test_mae_h12", "test_rmse")
 
@@ -107,11 +108,14 @@ def grid_timing(profile_name: str, schedules: str, seeds: tuple[int, ...], jobs:
                 cells += 1
                 worst = max(worst, diff)
     naive_epochs = len(seeds) * sum(b for _ in items for b in budgets)
-    suite_epochs = len(seeds) * sum((sum(budgets) if i.budget_dependent else max(budgets))
-                                    for i in items)
+    folded_epochs = len(seeds) * sum((sum(budgets) if i.budget_dependent else max(budgets))
+                                     for i in items)
+    suite_epochs, _ = epochs_trained(workdir / "suite" / "perf")
     return {"naive_seconds": naive_s, "suite_seconds": suite_s, "ratio": suite_s / naive_s,
             "cells": cells, "identical_cells": identical, "max_relative_difference": worst,
             "naive_epochs": naive_epochs, "suite_epochs": suite_epochs,
+            "folded_epochs": folded_epochs,
+            "trunk_epochs_saved": folded_epochs - suite_epochs,
             "schedules": [i.name for i in items], "budgets": budgets, "seeds": list(seeds),
             "jobs": jobs}
 

@@ -33,6 +33,44 @@ from stforecast.models import count_parameters, model_names
 CONTROL = "constant"  # the schedule timed: its lr never changes, so neither does its cost
 
 
+def step_setup(profile_name: str, device: str = "cpu", batches: int = 8):
+    """``(profile, device, data, batches)``: the profile's data resident on ``device`` and a
+    few fixed training batches, so every variant timed steps through the same inputs."""
+    dev = resolve_device(device)
+    profile = replace(load_resolved(profile_name), device=str(dev))
+    data = load_data(profile, dev)
+    bs = profile.train.batch_size
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(data.num_windows("train"), generator=g).to(dev)
+    order = data.starts["train"][perm]
+    fixed = [data.batch(order[i:i + bs]) for i in range(0, bs * batches, bs)]
+    return profile, dev, data, fixed
+
+
+def single_step(profile: Profile, data, batches, **train_changes):
+    """``step(i)``: one ``Trainer.train_step`` of a fresh run of the profile's model (with
+    ``train_changes`` applied to its training settings) on batch ``i`` of ``batches``."""
+    prof = replace(profile, train=replace(profile.train, **train_changes))
+    tr = build_run(prof, BUILTIN.get(CONTROL), 0, 2, data)
+    tr.train_mode()
+
+    def step(i):
+        tr.train_step(*batches[i % len(batches)])
+    return step
+
+
+def fused_steps(profile: Profile, data, batches, k: int):
+    """``step(i)``: one ``FusedTrainer.train_step`` of ``k`` runs stacked with vmap, every
+    member on batch ``i``; raises ``ValueError`` where the model cannot be fused."""
+    control = BUILTIN.get(CONTROL)
+    fused = FusedTrainer([build_run(profile, control, seed, 2, data) for seed in range(k)])
+
+    def step(i):
+        x, y = batches[i % len(batches)]
+        fused.train_step(torch.stack([x] * k), torch.stack([y] * k))
+    return step
+
+
 def epoch_breakdown(profile_name: str) -> dict:
     """Seconds per epoch in data, forward, backward, optimizer, evaluation and I/O."""
     profile = load_resolved(profile_name)
@@ -92,15 +130,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     the same call. On CUDA each step is timed to its last kernel (synchronised), and fused rows
     divide one stacked step of K runs by K.
     """
-    dev = resolve_device(device)
-    profile = replace(load_resolved(profile_name), device=str(dev))
-    data = load_data(profile, dev)
-    control = BUILTIN.get(CONTROL)
-    bs = profile.train.batch_size
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(data.num_windows("train"), generator=g).to(dev)
-    order = data.starts["train"][perm]
-    batches = [data.batch(order[i:i + bs]) for i in range(0, bs * 8, bs)]
+    profile, dev, data, batches = step_setup(profile_name, device)
     threads_before = torch.get_num_threads()
 
     def timed(step, n=steps) -> float:
@@ -116,21 +146,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
         return 1000 * statistics.median(times)
 
     def single(**train_changes):
-        prof = replace(profile, train=replace(profile.train, **train_changes))
-        tr = build_run(prof, control, 0, 2, data)
-        tr.train_mode()
-
-        def step(i):
-            tr.train_step(*batches[i % len(batches)])
-        return step
-
-    def fused_step(k):
-        fused = FusedTrainer([build_run(profile, control, seed, 2, data) for seed in range(k)])
-
-        def step(i):
-            x, y = batches[i % len(batches)]
-            fused.train_step(torch.stack([x] * k), torch.stack([y] * k))
-        return step
+        return single_step(profile, data, batches, **train_changes)
 
     rows = []
     threads = profile.threads_per_run() if dev.type == "cpu" else torch.get_num_threads()
@@ -152,7 +168,7 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     for k in fuse:
         try:
             rows.append([f"fused, {k} runs stacked with vmap (per run)", threads,
-                         timed(fused_step(k)) / k])
+                         timed(fused_steps(profile, data, batches, k)) / k])
         except ValueError as exc:
             rows.append([f"fused: not available ({exc})", threads, float("nan")])
             break

@@ -206,21 +206,30 @@ def horizon_tables(res: Results) -> str:
 def timing_section(res: Results) -> str:
     df = res.finished()
     rows = []
-    total = 0.0
+    total, shared_total = 0.0, 0
+    has_shared = "shared_epochs" in df and "trained_seconds" in df
     for s in res.schedule_order:
         d = df[df["schedule"] == s]
         if d.empty:
             continue
         longest = d.sort_values("budget").groupby("run").tail(1)  # one row per trained run
-        total += longest["seconds"].sum()
-        rows.append([f"`{s}`", f"{d['seconds_per_epoch'].mean():.2f}",
-                     str(len(longest)), duration(longest["seconds"].sum())])
+        seconds = longest["trained_seconds"] if has_shared else longest["seconds"]
+        shared = int(longest["shared_epochs"].sum()) if has_shared else 0
+        total += seconds.sum()
+        shared_total += shared
+        rows.append([f"`{s}`", f"{d['seconds_per_epoch'].mean():.2f}", str(len(longest)),
+                     str(shared), duration(seconds.sum())])
     return ("## Time\n\nSeconds per epoch include validation and test evaluation. A schedule "
             "whose lr path does not depend on the budget is trained once per seed to the "
-            "longest budget and its shorter budgets are read off that run.\n\n"
-            + md_table(["schedule", "s / epoch", "runs trained", "wall time"], rows)
-            + f"\n\nTraining time summed over runs: {duration(total)} (the wall time is "
-            "shorter when runs train in parallel with `jobs`).")
+            "longest budget and its shorter budgets are read off that run. Runs that follow "
+            "the same lr path for their first epochs train those epochs once: a run forks "
+            "from the shared trunk where its path leaves it, with records identical to a run "
+            "trained alone (epochs shared).\n\n"
+            + md_table(["schedule", "s / epoch", "runs", "epochs shared", "training time"],
+                       rows)
+            + f"\n\nTraining time summed over runs: {duration(total)}, with {shared_total} "
+            "epochs taken from shared trunks (the wall time is shorter when runs train in "
+            "parallel with `jobs`).")
 
 
 def status_section(res: Results) -> str:
