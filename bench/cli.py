@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two or more experiment names in --results")
     cmp.add_argument("--results", default="results", help="results folder (default: results)")
     cmp.add_argument("--out", default="reports", help="reports folder (default: reports)")
+    cmp.add_argument("--settings", choices=("tuned", "own"), default=None,
+                     help="compare each schedule tuned (its chosen setting per budget; the "
+                          "default when every experiment was run with --tune) or at its own "
+                          "settings (the default otherwise)")
     cmp.add_argument("--name", default="compare",
                      help="writes <out>/<name>/compare.md and performance_profile.png "
                           "(default: compare)")

@@ -7,15 +7,21 @@ best; the mean rank orders the schedules, the ratios make the performance profil
 of experiments in which a schedule is within a factor τ of the best, as AlgoPerf scores
 submissions), and ``recommend`` applies ``RECOMMENDATION_RULE`` with the paired statistics of
 ``bench.report.stats``. Writes ``<out>/<name>/compare.md`` and ``performance_profile.png``.
+
+Tuned experiments (``bench run --tune``) are compared as tuned (``tuned_view``): each
+schedule is represented at every budget by its chosen setting's evaluation runs, so the
+answer is about schedule shapes with the same tuning budget, not about the one lr each
+schedule's definition names. ``--settings own`` compares the schedules' own settings instead.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from bench.config import ConfigError
@@ -56,6 +62,31 @@ class Budget:
 
     def mean_ratio(self, schedule: str) -> float:
         return float(np.mean([r[schedule] for r in self.ratios.values() if schedule in r]))
+
+
+def tuned_view(res: Results) -> Results:
+    """A tuned experiment as if each schedule had been run at its chosen setting: per budget,
+    the evaluation runs of the chosen point under the schedule's own name. Schedules without
+    a choice at a budget (every tuning point failed) are left out there; an experiment that
+    was not tuned is returned as it is."""
+    chosen = res.tuning.get("schedules") if res.tuning else None
+    if not chosen:
+        return res
+    summary, epochs = [], []
+    for base, per_budget in chosen.items():
+        for budget, choice in per_budget.items():
+            if not isinstance(choice, dict) or not choice.get("chosen"):
+                continue
+            for frame, out in ((res.summary, summary), (res.epochs, epochs)):
+                rows = frame[(frame["schedule"] == choice["chosen"])
+                             & (frame["budget"] == int(budget))].copy()
+                rows["schedule"] = base
+                out.append(rows)
+    if not summary:
+        return replace(res, summary=res.summary.iloc[0:0], epochs=res.epochs.iloc[0:0],
+                       tuning={})
+    return replace(res, summary=pd.concat(summary, ignore_index=True),
+                   epochs=pd.concat(epochs, ignore_index=True), tuning={})
 
 
 def tabulate(results: list[Results]) -> tuple[list[Budget], list[str]]:
@@ -143,10 +174,17 @@ def describe(res: Results) -> str:
 
 
 def render(name: str, results: list[Results], tables: list[Budget], order: list[str],
-           figure: str) -> str:
+           figure: str, settings: str = "own") -> str:
     by_name = {res.name: res for res in results}
+    view = ("**Each schedule tuned.** Every schedule is represented by the setting its "
+            "experiment's tuning protocol chose per budget on validation MAE over the tuning "
+            "seeds; its test numbers come from the held-out evaluation seeds."
+            if settings == "tuned" else
+            "**Own settings.** Every schedule runs at the lr and weight decay its definition "
+            "names.")
     parts = [f"# Schedules across experiments: {name}",
              "Experiments: " + "; ".join(describe(res) for res in results) + ".",
+             view,
              "Per budget, each schedule's rank within each experiment by mean final test MAE "
              "over finished seeds (1 = best) and, in parentheses, its ratio to that "
              "experiment's best mean; – where an experiment did not run it. Rows are ordered "
@@ -181,9 +219,19 @@ def profile_ratios(tables: list[Budget], order: list[str]) -> dict[int, dict[str
                        for s in t.schedules(order)} for t in tables}
 
 
-def write_compare(results: list[Results], out_dir: Path, name: str) -> Path:
+def write_compare(results: list[Results], out_dir: Path, name: str,
+                  settings: str = "own") -> Path:
+    """``settings``: ``own`` (each schedule's own lr and weight decay) or ``tuned`` (every
+    experiment must be tuned; each schedule at its chosen setting, ``tuned_view``)."""
     from bench.report.figures import performance_profile_figure
 
+    if settings == "tuned":
+        untuned = [res.name for res in results if not res.tuning]
+        if untuned:
+            raise ConfigError(f"--settings tuned: {', '.join(untuned)} "
+                              f"{'was' if len(untuned) == 1 else 'were'} not tuned (run it "
+                              "with --tune, or compare with --settings own)")
+        results = [tuned_view(res) for res in results]
     tables, order = tabulate(results)
     if not tables:
         raise ConfigError("no finished runs in these experiments; nothing to compare")
@@ -193,7 +241,7 @@ def write_compare(results: list[Results], out_dir: Path, name: str) -> Path:
     performance_profile_figure(profile_ratios(tables, order), order, target / figure,
                                tau_max=TAU_MAX, title=f"Performance profile ({name})")
     path = target / "compare.md"
-    atomic_write_text(path, render(name, results, tables, order, figure))
+    atomic_write_text(path, render(name, results, tables, order, figure, settings))
     return path
 
 
@@ -220,6 +268,7 @@ def cmd_compare(args) -> int:
     results = [load_results(results_dir / n, notes) for n in names]
     for note in dict.fromkeys(notes):
         print(f"note: {note}", file=sys.stderr)
-    path = write_compare(results, Path(args.out), args.name)
+    settings = args.settings or ("tuned" if all(res.tuning for res in results) else "own")
+    path = write_compare(results, Path(args.out), args.name, settings)
     print(f"wrote {path} and performance_profile.png", file=sys.stderr)
     return 0

@@ -47,6 +47,7 @@ def write_experiment(results: Path, name: str, means: dict[str, float], seeds: i
 
 
 def compare(tmp_path: Path, *names: str, out: str = "reports") -> str:
+    """``names`` may end with extra options (``--settings own``)."""
     assert main(["compare", *names, "--results", str(tmp_path / "results"),
                  "--out", str(tmp_path / out), "--name", "cmp"]) == 0
     return (tmp_path / out / "cmp" / "compare.md").read_text()
@@ -141,3 +142,39 @@ def test_experiment_description_reads_the_identity(tmp_path):
     write_experiment(tmp_path / "results", "a", {"plateau": 4.0}, 2, 0.01, 0)
     identity = json.loads((tmp_path / "results/a/experiment.json").read_text())
     assert identity["dataset"]["name"] == "synthetic-la"
+
+
+def write_tuning(results: Path, name: str, chosen: dict[str, str]) -> None:
+    """A tuning record that chose ``chosen[schedule]`` (a point's name) at every budget."""
+    atomic_write_json(results / name / "tuning.json", {
+        "eval_seeds": [0, 1, 2, 3, 4, 5], "tuning_seeds": [1000],
+        "space": {"lr": [1e-3, 3e-3]},
+        "schedules": {base: {str(b): {"chosen": point, "val_mae": {point: 1.0}}
+                             for b in BUDGETS} for base, point in chosen.items()},
+        "settings": {point: {"lr": 3e-3, "weight_decay": 0.0} for point in chosen.values()}})
+
+
+def test_tuned_experiments_are_compared_at_their_chosen_settings(tmp_path):
+    """At own settings `a` wins everywhere; tuned, `b`'s chosen point wins everywhere: the
+    comparison follows the choice, under the schedule's own name, and says which view."""
+    names = ["one", "two"]
+    for i, name in enumerate(names):
+        write_experiment(tmp_path / "results", name,
+                         {"a": 3.0, "b": 3.3, "b@lr0.003": 2.7}, seeds=6, noise=0.001,
+                         seed=i)
+        write_tuning(tmp_path / "results", name, {"a": "a", "b": "b@lr0.003"})
+    tuned = compare(tmp_path, *names)
+    assert "**Each schedule tuned.**" in tuned
+    assert "use `b`" in tuned and "b@lr0.003" not in tuned
+    own = compare(tmp_path, *names, "--settings", "own")
+    assert "**Own settings.**" in own and "use `a`" in own and "b@lr0.003" not in own
+
+
+def test_tuned_view_refuses_untuned_experiments(tmp_path, capsys):
+    write_experiment(tmp_path / "results", "tuned", {"a": 3.0, "b": 3.1}, 6, 0.01, seed=0)
+    write_tuning(tmp_path / "results", "tuned", {"a": "a", "b": "b"})
+    write_experiment(tmp_path / "results", "plain", {"a": 3.0, "b": 3.1}, 6, 0.01, seed=1)
+    assert main(["compare", "tuned", "plain", "--settings", "tuned", "--results",
+                 str(tmp_path / "results"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "plain was not tuned" in err and "Traceback" not in err
