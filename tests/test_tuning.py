@@ -104,3 +104,14 @@ def test_tune_flag_uses_the_default_space(tmp_path, capsys):
     record = json.loads((tmp_path / "r/p/tuning.json").read_text())
     assert record["space"]["lr"] == [3e-4, 1e-3, 3e-3]
     assert record["tuning_seeds"] == [1000, 1001]
+
+
+def test_a_choice_at_the_edge_of_the_space_is_marked(tuned):
+    from bench.report.tuned import at_edge
+
+    space = {"lr": [3e-4, 1e-3, 3e-3]}
+    assert at_edge({"lr": 3e-3}, space) and at_edge({"lr": 3e-4}, space)
+    assert not at_edge({"lr": 1e-3}, space) and not at_edge({"lr": 1e-3}, {"lr": [1e-3]})
+    # The fixture's space has two points, so every choice lies on its edge.
+    section = (tuned / "reports/tiny/report.md").read_text().split("## Each schedule tuned")[1]
+    assert "(edge)" in section and "4 chosen settings marked *edge*" in section

@@ -16,6 +16,13 @@ def setting_text(setting: dict, space: dict) -> str:
     return text + (f", wd {setting['weight_decay']:g}" if space.get("weight_decay") else "")
 
 
+def at_edge(setting: dict, space: dict) -> bool:
+    """Whether a chosen lr is the smallest or largest of a search space of several: the best
+    lr may then lie outside the space, and the schedule may be under-tuned."""
+    lrs = space.get("lr") or []
+    return len(lrs) > 1 and setting.get("lr") in (min(lrs), max(lrs))
+
+
 def tuned_rows(res: Results, budget: int) -> list[dict]:
     """One row per tuned schedule at a budget, best mean test MAE first."""
     t = res.tuning
@@ -52,6 +59,7 @@ def tuned_section(res: Results) -> str:
              "at the settings they are defined with, on the evaluation seeds. Each schedule "
              "is compared with the best tuned schedule, paired by seed (relative change of "
              f"final test MAE; Holm over the table). {VERDICT_RULE}"]
+    edges = 0
     for b in res.budgets:
         rows = tuned_rows(res, b)
         if not rows:
@@ -65,7 +73,11 @@ def tuned_section(res: Results) -> str:
         table = []
         for rank, r in enumerate(rows, 1):
             cmp = cmps.get(r["schedule"])
-            head = [str(rank), f"`{r['schedule']}`", setting_text(r["setting"], space),
+            chosen = setting_text(r["setting"], space)
+            if at_edge(r["setting"], space):
+                chosen += " (edge)"
+                edges += 1
+            head = [str(rank), f"`{r['schedule']}`", chosen,
                     f3(r["val"]), f3(r["mean"]), f"{own_rank[r['schedule']]} ({f3(r['own'])})"]
             if cmp is None:
                 table.append(head + ["best" if rank == 1 else "no shared seeds", "–", "–", "–"])
@@ -77,4 +89,10 @@ def tuned_section(res: Results) -> str:
             ["rank", "schedule", "chosen", "val MAE (tuning seeds)", "test MAE",
              "own settings: rank (test MAE)", "vs best", "95 % t interval", "Holm p",
              "verdict"], table, "llllrrrrrl"))
+    if edges:
+        parts.append(f"{edges} chosen setting{'s' if edges > 1 else ''} marked *edge* "
+                     f"{'are' if edges > 1 else 'is'} the smallest or largest lr of the space: "
+                     "the best lr may lie outside it, so such a schedule may be under-tuned "
+                     "and its rank is a lower bound on what tuning gives it; widen `tune.lr` "
+                     "to know.")
     return "\n\n".join(parts)
