@@ -148,7 +148,8 @@ def recommend(table: Budget, results: dict[str, Results], order: list[str]
         if not others or any(c is None for c in cmps):
             continue
         adjusted = holm([c["p"] for c in cmps])
-        words = [verdict(c["mean"], p, c["n"]) for c, p in zip(cmps, adjusted)]
+        words = [verdict(c["mean"], p, c["n"], comparisons=len(cmps))
+                 for c, p in zip(cmps, adjusted)]
         if all(w == "better" for w in words):
             return top, (f"At {b} epochs use `{top}`: best mean rank "
                          f"({table.mean_rank(top):.2f}), never detectably worse than an "

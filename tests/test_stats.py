@@ -135,3 +135,13 @@ def test_the_seed_threshold_is_where_the_smallest_p_reaches_alpha():
     ([5, 4, 3, 2], 3, 3), ([5, 4, 3, 2], 5, 1), ([5, 4], 1, None), ([], 1, None)])
 def test_epochs_to_reach_counts_from_one(curve, target, expected):
     assert epochs_to_reach(curve, target) == expected
+
+
+def test_a_table_too_small_for_holm_says_too_few_seeds():
+    """Six seeds that all agree give p = 2/64; over five comparisons Holm multiplies the
+    smallest p by five (0.156): nothing can be detected, and the verdict says why."""
+    assert min_seeds(0.05, comparisons=5) == 8 and 5 * 2 / 2**7 > 0.05 >= 5 * 2 / 2**8
+    assert verdict(-0.02, 0.156, 6, comparisons=5) == "too few seeds to tell"
+    assert verdict(-0.02, 0.03, 6, comparisons=1) == "better"
+    assert verdict(-0.02, 0.039, 8, comparisons=5) == "better"
+    assert verdict(-0.02, 0.2, 8, comparisons=5) == "no detectable difference"

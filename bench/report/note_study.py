@@ -78,7 +78,8 @@ def comparison_section(res: Results) -> str:
             rows.append([str(rank), f"`{s}`", f3(mean), pct(cmp["mean"]), interval_text(cmp),
                          f"{cmp['wins']}/{cmp['n']}", p_text(cmp["p"], cmp["exact"]),
                          p_text(adjusted[s], cmp["exact"]),
-                         verdict(cmp["mean"], adjusted[s], cmp["n"]), power_text(cmp)])
+                         verdict(cmp["mean"], adjusted[s], cmp["n"], comparisons=len(names)),
+                         power_text(cmp)])
         parts.append(f"### {b} epochs (ranked by mean final test MAE)\n\n"
                      + md_table(["rank", "schedule", "test MAE", "vs plateau",
                                  "95 % t interval", "wins", "p", "Holm p", "verdict",

@@ -22,11 +22,13 @@ MAX_POWER_SEEDS = 1000
 EXACT_UP_TO = 16  # seeds: up to 2**16 sign flips are enumerated; beyond, 9999 random ones
 
 
-def min_seeds(alpha: float = ALPHA) -> int:
-    """Fewest seeds at which a two-sided sign-flip test can reach ``alpha``: with n seeds
-    the smallest possible p (every difference of one sign) is 2 / 2**n."""
+def min_seeds(alpha: float = ALPHA, comparisons: int = 1) -> int:
+    """Fewest seeds at which a two-sided sign-flip test can reach ``alpha`` after a Holm
+    adjustment over ``comparisons``: with n seeds the smallest possible p (every difference of
+    one sign) is 2 / 2**n, and Holm rejects nothing unless the smallest p times the number of
+    comparisons is at most ``alpha``."""
     n = 1
-    while 2 / 2**n > alpha:
+    while comparisons * 2 / 2**n > alpha:
         n += 1
     return n
 
@@ -35,8 +37,10 @@ VERDICT_RULE = (
     f"A comparison reads \"better\" (lower MAE) or \"worse\" when its Holm-adjusted exact "
     f"sign-flip p is at most {ALPHA}, otherwise \"no detectable difference\"; with fewer than "
     f"{min_seeds()} seeds it reads \"too few seeds to tell\" (even {min_seeds() - 1} seeds that "
-    f"all agree give p = {2 / 2 ** (min_seeds() - 1):.4g} > {ALPHA}), and with one seed "
-    f"\"one seed: no test\".")
+    f"all agree give p = {2 / 2 ** (min_seeds() - 1):.4g} > {ALPHA}), and so it does in a table "
+    f"of m comparisons with too few seeds for m × the smallest possible p to reach {ALPHA} "
+    f"(Holm can then reject nothing: {min_seeds(comparisons=5)} seeds for 5 comparisons, "
+    f"{min_seeds(comparisons=10)} for 10); with one seed \"one seed: no test\".")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -122,12 +126,14 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
-def verdict(mean: float, p_adjusted: float | None, n: int, alpha: float = ALPHA) -> str:
+def verdict(mean: float, p_adjusted: float | None, n: int, alpha: float = ALPHA,
+            comparisons: int = 1) -> str:
     """The verdict word of one paired comparison (``VERDICT_RULE``); ``mean`` is the
-    candidate's mean relative change, so negative (lower MAE) is better."""
+    candidate's mean relative change, so negative (lower MAE) is better, and ``comparisons``
+    the number of tests its p was Holm-adjusted over."""
     if n <= 1:
         return "one seed: no test"
-    if n < min_seeds(alpha):
+    if n < min_seeds(alpha, comparisons):
         return "too few seeds to tell"
     if p_adjusted is not None and p_adjusted <= alpha and not math.isnan(p_adjusted):
         return "better" if mean < 0 else "worse"

@@ -84,7 +84,8 @@ def tuned_section(res: Results) -> str:
                 continue
             table.append(head + [pct(cmp["mean"]), interval_text(cmp),
                                  p_text(adjusted[r["schedule"]], cmp["exact"]),
-                                 verdict(cmp["mean"], adjusted[r["schedule"]], cmp["n"])])
+                                 verdict(cmp["mean"], adjusted[r["schedule"]], cmp["n"],
+                                         comparisons=len(names))])
         parts.append(f"### {b} epochs (ranked by mean final test MAE, tuned)\n\n" + md_table(
             ["rank", "schedule", "chosen", "val MAE (tuning seeds)", "test MAE",
              "own settings: rank (test MAE)", "vs best", "95 % t interval", "Holm p",
