@@ -26,7 +26,6 @@ from bench.config import to_dict
 from bench.profile import Profile
 from schedules import NamedSchedule
 from stforecast.engine import TrainConfig, Trainer, seed_everything
-from stforecast.fused import has_batch_norm
 from stforecast.models import DataSpec, ModelError, count_parameters, resolve_model
 from stforecast.windows import WindowedData
 
@@ -69,7 +68,6 @@ class DryRun:
     """What the dry step learned about the model."""
 
     parameters: int
-    stackable: bool   # no batch-norm statistics: can be trained fused with vmap
 
 
 def dry_step(profile: Profile, item: NamedSchedule, data: WindowedData) -> DryRun:
@@ -132,7 +130,7 @@ def _dry_step(profile, item, data, spec, fail) -> DryRun:
         if not any(p.grad is not None for p in model.parameters() if p.requires_grad):
             raise fail("no parameter received a gradient from the loss (is the output "
                        "detached from the parameters?)")
-    return DryRun(parameters, stackable=not has_batch_norm(model))
+    return DryRun(parameters)
 
 
 def _one_line(exc: BaseException) -> str:

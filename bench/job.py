@@ -23,9 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from bench.build import build_run, make_model, steps_per_epoch
+from bench.build import build_run, steps_per_epoch
 from bench.data import load_data
 from bench.identity import config_hash, describe_changes, run_payload
 from bench.plan import Job
@@ -44,7 +42,7 @@ from bench.store import (
 from bench.trunks import Forker, Pending, Shadow
 from schedules import NamedSchedule
 from stforecast.engine import Diverged, Trainer, resolve_device
-from stforecast.fused import FusedTrainer, has_batch_norm
+from stforecast.fused import FusedTrainer
 from stforecast.models import count_parameters
 
 
@@ -328,27 +326,15 @@ def run_session(session: RunSession, progress=None, should_stop=None,
         session.lock.release()
 
 
-_STACKABLE: dict[str, bool] = {}
-
-
-def _stackable(profile: Profile) -> bool:
-    """Whether the profile's model can be trained fused (no batch-norm statistics)."""
-    key = repr(profile.model)
-    if key not in _STACKABLE:
-        with torch.random.fork_rng(devices=[]):
-            model = make_model(profile, load_data(profile, torch.device("cpu")))
-        _STACKABLE[key] = not has_batch_norm(model)
-    return _STACKABLE[key]
-
-
 def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
                  exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
     """Execute a unit of work: one job, or several of equal length trained at once with
     ``FusedTrainer`` (the profile's ``fuse`` > 1).
 
     Members that are done or locked are reported as such. The rest are fused when there are
-    at least two, they resume from the same epoch and the model keeps no batch-norm
-    statistics; otherwise each trains on its own, still holding its lock.
+    at least two and they resume from the same epoch; otherwise each trains on its own, still
+    holding its lock. A unit of jobs that share trunks (``bench.trunks``) goes to
+    ``execute_tree``.
     ``progress(event)`` is called after every epoch; ``should_stop()`` is polled after each
     epoch's state is on disk, and a true answer ends the jobs as ``interrupted``.
     """
@@ -363,8 +349,7 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
             outcomes[job.key] = early
         else:
             sessions.append(session)
-    if len(sessions) < 2 or len({s.saved_epoch() for s in sessions}) > 1 or \
-            not _stackable(profile):
+    if len(sessions) < 2 or len({s.saved_epoch() for s in sessions}) > 1:
         for session in sessions:
             outcomes[session.job.key] = run_session(session, progress, should_stop)
         return [outcomes[j.key] for j in jobs]

@@ -93,12 +93,7 @@ def test_the_dry_step_leaves_the_random_state_alone(quick):
     np.random.seed(7)
     before = torch.get_rng_state(), np.random.get_state()[1].copy()
     info = dry_step(profile, BUILTIN.get("constant"), data)
-    assert info.parameters > 0 and info.stackable
+    assert info.parameters > 0
     assert torch.equal(torch.get_rng_state(), before[0])
     assert np.array_equal(np.random.get_state()[1], before[1])
 
-
-def test_batch_norm_models_are_not_stackable(quick):
-    profile, data = quick
-    gwnet = replace(profile, model=replace(profile.model, name="gwnet", options={}))
-    assert not dry_step(gwnet, BUILTIN.get("constant"), data).stackable
