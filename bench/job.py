@@ -267,7 +267,9 @@ class RunSession:
         self.run.write_files({"records.csv": self._records()}, status="finished",
                              config_hash=self.digest, epochs_done=self.trainer.epoch,
                              target_epochs=self.job.epochs, fused=self.fused, **self.lineage)
-        return self.outcome("finished")
+        shared = (f"first {self.lineage['fork_epoch']} from {self.lineage['forked_from']}"
+                  if self.lineage else "")
+        return self.outcome("finished", shared)
 
     def diverged(self, exc: Diverged) -> JobOutcome:
         self.check_folder()
@@ -431,6 +433,7 @@ def execute_tree(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
                                                              resolve_device(profile.device)))
                 forker = Forker(items[job.schedule], job.epochs,
                                 [_pending(child, session, spe) for child in waiting], spe)
+            session.start = time.perf_counter()  # its own time, not its parent's
             outcomes[job.key] = run_session(session, progress, should_stop, forker)
     finally:
         for session in sessions.values():
