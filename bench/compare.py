@@ -17,16 +17,15 @@ schedule's definition names. ``--settings own`` compares the schedules' own sett
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from bench.config import ConfigError
 from bench.report.markdown import md_table
-from bench.report.results import Results, load_results, per_seed, ranking
+from bench.report.results import Results, load_results, per_seed, ranking, tuned_view
 from bench.report.stats import VERDICT_RULE, holm, paired_comparison, verdict
 from bench.store import atomic_write_text
 
@@ -62,31 +61,6 @@ class Budget:
 
     def mean_ratio(self, schedule: str) -> float:
         return float(np.mean([r[schedule] for r in self.ratios.values() if schedule in r]))
-
-
-def tuned_view(res: Results) -> Results:
-    """A tuned experiment as if each schedule had been run at its chosen setting: per budget,
-    the evaluation runs of the chosen point under the schedule's own name. Schedules without
-    a choice at a budget (every tuning point failed) are left out there; an experiment that
-    was not tuned is returned as it is."""
-    chosen = res.tuning.get("schedules") if res.tuning else None
-    if not chosen:
-        return res
-    summary, epochs = [], []
-    for base, per_budget in chosen.items():
-        for budget, choice in per_budget.items():
-            if not isinstance(choice, dict) or not choice.get("chosen"):
-                continue
-            for frame, out in ((res.summary, summary), (res.epochs, epochs)):
-                rows = frame[(frame["schedule"] == choice["chosen"])
-                             & (frame["budget"] == int(budget))].copy()
-                rows["schedule"] = base
-                out.append(rows)
-    if not summary:
-        return replace(res, summary=res.summary.iloc[0:0], epochs=res.epochs.iloc[0:0],
-                       tuning={})
-    return replace(res, summary=pd.concat(summary, ignore_index=True),
-                   epochs=pd.concat(epochs, ignore_index=True), tuning={})
 
 
 def tabulate(results: list[Results]) -> tuple[list[Budget], list[str]]:

@@ -178,3 +178,20 @@ def test_tuned_view_refuses_untuned_experiments(tmp_path, capsys):
                  str(tmp_path / "results"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "plain was not tuned" in err and "Traceback" not in err
+
+
+def test_the_notes_claim_is_judged_again_with_both_schedules_tuned(tmp_path):
+    """The claims table adds MultiStepLR against Plateau at their chosen settings."""
+    from bench.report.note_study import claims_section
+    from bench.report.results import load_results
+
+    write_experiment(tmp_path / "results", "tuned",
+                     {"plateau": 3.3, "multistep": 3.0, "plateau@lr0.003": 2.95,
+                      "multistep@lr0.003": 2.9}, seeds=6, noise=0.001, seed=0)
+    write_tuning(tmp_path / "results", "tuned",
+                 {"plateau": "plateau@lr0.003", "multistep": "multistep@lr0.003"})
+    text = claims_section(load_results(tmp_path / "results" / "tuned"))
+    row = next(line for line in text.splitlines() if "each tuned" in line)
+    assert "chosen multistep lr 0.003, plateau lr 0.003" in row
+    gain = float(row.split("|")[2].split("%")[0])
+    assert -2.0 < gain < -1.2 and "wins 6/6" in row  # 2.9 against 2.95, not 3.0 against 3.3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +228,31 @@ def baseline(res: Results, name: str, split: str = "test", column: str = "mae") 
         return None
     row = b[(b["baseline"] == name) & (b["split"] == split)]
     return float(row[column].iloc[0]) if len(row) else None
+
+
+def tuned_view(res: Results) -> Results:
+    """A tuned experiment as if each schedule had been run at its chosen setting: per budget,
+    the evaluation runs of the chosen point under the schedule's own name. Schedules without
+    a choice at a budget (every tuning point failed) are left out there; an experiment that
+    was not tuned is returned as it is."""
+    chosen = res.tuning.get("schedules") if res.tuning else None
+    if not chosen:
+        return res
+    summary, epochs = [], []
+    for base, per_budget in chosen.items():
+        for budget, choice in per_budget.items():
+            if not isinstance(choice, dict) or not choice.get("chosen"):
+                continue
+            for frame, out in ((res.summary, summary), (res.epochs, epochs)):
+                rows = frame[(frame["schedule"] == choice["chosen"])
+                             & (frame["budget"] == int(budget))].copy()
+                rows["schedule"] = base
+                out.append(rows)
+    if not summary:
+        return replace(res, summary=res.summary.iloc[0:0], epochs=res.epochs.iloc[0:0],
+                       tuning={})
+    return replace(res, summary=pd.concat(summary, ignore_index=True),
+                   epochs=pd.concat(epochs, ignore_index=True), tuning={})
 
 
 def ranking(res: Results, budget: int, column: str = "test_mae") -> list[tuple[str, float]]:
