@@ -239,6 +239,7 @@ class RunSession:
         standalone run stopped at that epoch would hold. Training it resumes from there."""
         records = [r.row() for r in parent.records[:epoch]]
         self.lineage = {"forked_from": parent_key, "fork_epoch": epoch}
+        self.problem = None  # whatever was wrong with the folder, every file is replaced
         self.run.sums = {}
         self.run.write_files({"config.json": self._config_bytes(parent),
                               "checkpoint.pt": torch_bytes(state),
@@ -303,13 +304,26 @@ def run_session(session: RunSession, progress=None, should_stop=None,
     job = session.job
     try:
         trainer = session.trainer or session.start_trainer()
+
+        def fork(step) -> None:
+            """Forking is a saving, never a reason for the parent to fail: on an error its
+            waiting children are let go, to train from epoch 0."""
+            try:
+                step(trainer)
+            except StoreError:
+                raise
+            except Exception as exc:
+                session.notes.append(f"{session.run.root}: forking its children stopped "
+                                     f"({type(exc).__name__}: {exc}); they train alone")
+                forker.pending.clear()
+
         if forker is not None:
-            forker.start(trainer)
+            fork(forker.start)
 
         def on_epoch(tr: Trainer, record) -> None:
             session.save_epoch(record, progress)
             if forker is not None:
-                forker.after_epoch(tr)
+                fork(forker.after_epoch)
             if should_stop is not None and should_stop() and tr.epoch < job.epochs:
                 raise Interrupted
 

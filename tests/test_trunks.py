@@ -199,3 +199,22 @@ def test_stopped_after_a_fork_resumes_to_the_same_records(files, tmp_path):
     assert read(results / "stopped" / "epochs.csv") == \
         read(results / "uninterrupted" / "epochs.csv")
     assert json.loads(child.read_text())["forked_from"] == "const/seed0"  # kept on resume
+
+
+def test_a_failing_fork_never_fails_its_parent(files, tmp_path, monkeypatch, capsys):
+    import bench.trunks as trunks
+
+    def broken(self, trainer):
+        raise RuntimeError("stand-in broke")
+
+    monkeypatch.setattr(trunks.Forker, "after_epoch", broken)
+    results = tmp_path / "results"
+    run(files, results, "const,steps", "broken")
+    err = capsys.readouterr().err
+    assert "forking its children stopped (RuntimeError: stand-in broke); they train alone" in err
+    assert status(results, "broken", "const/seed0")["status"] == "finished"
+    steps = status(results, "broken", "steps/seed0")
+    assert steps["status"] == "finished" and "forked_from" not in steps
+    run(files, results, "steps", "only-steps")
+    assert [r for r in read(results / "broken" / "epochs.csv") if r["schedule"] == "steps"] \
+        == read(results / "only-steps" / "epochs.csv")
