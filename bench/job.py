@@ -342,6 +342,22 @@ def run_session(session: RunSession, progress=None, should_stop=None,
         session.lock.release()
 
 
+def _open_sessions(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
+                   exp_dir: str) -> tuple[dict[str, JobOutcome], list[RunSession]]:
+    """Lock and check every job's run folder: outcomes of those with nothing to train
+    (done or locked), and the opened sessions of the rest, in job order."""
+    outcomes: dict[str, JobOutcome] = {}
+    sessions: list[RunSession] = []
+    for job in jobs:
+        session = RunSession(job, items[job.schedule], profile, exp_dir)
+        early = session.open()
+        if early is not None:
+            outcomes[job.key] = early
+        else:
+            sessions.append(session)
+    return outcomes, sessions
+
+
 def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Profile,
                  exp_dir: str, progress=None, should_stop=None) -> list[JobOutcome]:
     """Execute a unit of work: one job, or several of equal length trained at once with
@@ -356,15 +372,7 @@ def execute_jobs(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
     """
     if any(job.trunk for job in jobs):
         return execute_tree(jobs, items, profile, exp_dir, progress, should_stop)
-    outcomes: dict[str, JobOutcome] = {}
-    sessions = []
-    for job in jobs:
-        session = RunSession(job, items[job.schedule], profile, exp_dir)
-        early = session.open()
-        if early is not None:
-            outcomes[job.key] = early
-        else:
-            sessions.append(session)
+    outcomes, sessions = _open_sessions(jobs, items, profile, exp_dir)
     if len(sessions) < 2 or len({s.saved_epoch() for s in sessions}) > 1:
         for session in sessions:
             outcomes[session.job.key] = run_session(session, progress, should_stop)
@@ -418,15 +426,8 @@ def execute_tree(jobs: list[Job], items: dict[str, NamedSchedule], profile: Prof
     its fork. A child whose parent is done already, diverges, fails or stops first trains
     from epoch 0 (or is reported interrupted); nothing it records depends on where it forked.
     """
-    outcomes: dict[str, JobOutcome] = {}
-    sessions: dict[str, RunSession] = {}
-    for job in jobs:
-        session = RunSession(job, items[job.schedule], profile, exp_dir)
-        early = session.open()
-        if early is not None:
-            outcomes[job.key] = early
-        else:
-            sessions[job.key] = session
+    outcomes, opened = _open_sessions(jobs, items, profile, exp_dir)
+    sessions = {session.job.key: session for session in opened}
     spe = None
     try:
         for job in jobs:
