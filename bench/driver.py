@@ -18,7 +18,7 @@ import torch
 from bench.build import DryRun, dry_step, steps_per_epoch
 from bench.data import data_facts, data_line, load_data, missing_warning
 from bench.job import JobOutcome
-from bench.plan import Cell, grid_cells, plan_cells, shard, units
+from bench.plan import Cell, grid_cells, longest_first, plan_cells, shard, units
 from bench.prepare import experiment_lock, prepare
 from bench.profile import Profile
 from bench.progress import Progress, SafeStream
@@ -95,6 +95,8 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
     else:  # runs that share a trunk train it once (bench.trunks)
         spe = steps_per_epoch(profile, load_data(profile, torch.device("cpu")))
         work = trunk_units(todo, items, spe)
+    if executor == "ray" or profile.jobs > 1:
+        work = longest_first(work, done_epochs)
     with graceful_stop():
         try:
             if executor == "ray":

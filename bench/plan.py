@@ -23,8 +23,10 @@ class Job:
     epochs: int
     budgets: tuple[int, ...]
     shared_prefix: bool
-    # The key of the job of the same unit this one may fork from (``bench.trunks``).
+    # The key of the job of the same unit this one may fork from (``bench.trunks``), and
+    # the epochs it is planned to share with it (0 where a metric decides, as it trains).
     trunk: str | None = None
+    trunk_epochs: int = 0
 
     @property
     def key(self) -> str:
@@ -109,3 +111,16 @@ def units(jobs: list[Job], fuse: int) -> list[list[Job]]:
             order.append(open_groups[-1])
         open_groups[-1].append(job)
     return order
+
+
+def longest_first(work: list[list[Job]], done: dict[str, int]) -> list[list[Job]]:
+    """Units ordered by the epochs they have left to train, most first (ties keep their
+    order), so that with several workers the long trees start first and the grid does not
+    end on one worker training a long unit while the others idle. Epochs a job will fork
+    from its trunk are not counted; epochs done already (a resumed grid) are not either.
+    """
+    def left(unit: list[Job]) -> int:
+        return sum(max(job.epochs - max(done.get(job.key, 0), job.trunk_epochs), 0)
+                   for job in unit)
+
+    return sorted(work, key=left, reverse=True)

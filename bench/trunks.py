@@ -174,6 +174,7 @@ def trunk_units(jobs: list[Job], items: dict[str, NamedSchedule],
     """
     order = {job.key: i for i, job in enumerate(jobs)}
     parent: dict[str, str] = {}
+    planned: dict[str, int] = {}
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         if shareable(items[job.schedule]):
@@ -199,13 +200,14 @@ def trunk_units(jobs: list[Job], items: dict[str, NamedSchedule],
                     best, best_shared = candidate, shared
             if best is not None:
                 parent[job.key] = best.key
+                planned[job.key] = best_shared if mine is not None else 0
     children: dict[str, list[Job]] = {}
     for job in jobs:
         if job.key in parent:
             children.setdefault(parent[job.key], []).append(job)
 
     def tree(job: Job) -> list[Job]:
-        out = [replace(job, trunk=parent.get(job.key))]
+        out = [replace(job, trunk=parent.get(job.key), trunk_epochs=planned.get(job.key, 0))]
         for child in children.get(job.key, []):
             out += tree(child)
         return out

@@ -154,19 +154,23 @@ class Schedule:
         """The optimizer this spec was tuned with (Adam's and SGD's weight decay is coupled L2).
 
         Every option is passed explicitly, so the default spec builds exactly the ``Adam`` it
-        always has and earlier results reproduce bit for bit.
+        always has and earlier results reproduce bit for bit. Only the implementation is
+        chosen by device: on CUDA the single-kernel one (the same update rule, fewer
+        launches); on the CPU the multi-tensor (``foreach``) one, which runs the same tensor
+        operations in the same order as torch's per-parameter default, so its numbers are
+        identical (tested) in about half the optimizer time of a small model.
         """
         params = list(params)
-        # On CUDA the single-kernel implementation: the same update rule, fewer launches.
-        fused = bool(params) and all(p.is_cuda for p in params) or None
+        on_cuda = bool(params) and all(p.is_cuda for p in params)
+        impl = {"fused": True} if on_cuda else {"foreach": True}
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, betas=self.betas,
-                                    weight_decay=self.weight_decay, fused=fused)
+                                    weight_decay=self.weight_decay, **impl)
         if self.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, betas=self.betas,
-                                     weight_decay=self.weight_decay, fused=fused)
+                                     weight_decay=self.weight_decay, **impl)
         if self.optimizer == "sgd":
-            extra = {"fused": fused} if _SGD_FUSED else {}
+            extra = impl if _SGD_FUSED or not on_cuda else {}
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
                                    nesterov=self.nesterov, weight_decay=self.weight_decay,
                                    **extra)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.plan import Job, fold, plan_jobs, shard, units
+from bench.plan import Job, fold, longest_first, plan_jobs, shard, units
 from schedules import BUILTIN
 
 SCHEDULES = [BUILTIN.get(n) for n in ("plateau", "warmup_cosine", "multistep")]
@@ -44,3 +44,19 @@ def test_units_group_only_jobs_of_equal_length():
     groups = units(jobs, 2)
     assert all(len({j.epochs for j in g}) == 1 and len(g) <= 2 for g in groups)
     assert sorted(j.key for g in groups for j in g) == sorted(j.key for j in jobs)
+
+
+def test_longest_first_orders_units_by_epochs_left_to_train():
+    """Epochs forked from a trunk and epochs done already are not left to train; ties keep
+    their order."""
+    tree = [Job("multistep", 0, 100, (30, 60, 100), True),
+            Job("constant", 0, 100, (30, 60, 100), True, trunk="multistep/seed0",
+                trunk_epochs=30)]                                     # 100 + 70 left
+    resumed = [Job("plateau", 0, 100, (30, 60, 100), True)]           # 100 - 80 done = 20
+    short_a = [Job("onecycle", 0, 30, (30,), False)]                  # 30
+    short_b = [Job("linear_decay", 0, 30, (30,), False)]              # 30, after short_a
+    long_one = [Job("onecycle", 0, 100, (100,), False)]               # 100
+    work = [short_a, resumed, tree, short_b, long_one]
+    ordered = longest_first(work, {"plateau/seed0": 80})
+    assert ordered == [tree, long_one, short_a, short_b, resumed]
+    assert longest_first(work, {}) == [tree, resumed, long_one, short_a, short_b]

@@ -123,6 +123,11 @@ def test_default_grid_trees():
     assert parent["wsd/e30-seed0"] == "wsd/e100-seed0"
     assert parent["plateau/seed0"] is None  # lr 5e-4 and no weight decay: shares nothing
     assert parent["schedulefree/seed0"] is None
+    planned = {j.key: j.trunk_epochs for unit in units for j in unit}
+    assert planned["multistep_scaled/e100-seed0"] == 100
+    assert planned["wsd/e30-seed0"] == 24  # WSD decays over its last 20 %
+    assert planned["plateau_lr1e-3_wd5e-4/seed0"] == 0  # its metric decides, while it trains
+    assert planned["plateau/seed0"] == 0
     assert sorted(j.key for unit in units for j in unit) == sorted(j.key for j in jobs)
     for unit in units:  # a parent comes before its children
         seen = set()

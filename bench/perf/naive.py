@@ -3,7 +3,8 @@
 This is how a typical research script (the tuning note's ``main.py``) runs one cell of the
 grid: one process per (schedule, budget, seed), every window materialised up front as numpy
 arrays and fed through a ``DataLoader``, evaluation with autograd on (no ``inference_mode``)
-in training-sized batches, and no reuse of a shorter budget from a longer run. Its arithmetic
+in training-sized batches, torch's default per-parameter optimizer on the CPU, and no reuse
+of a shorter budget from a longer run. Its arithmetic
 is kept the same as the suite's (same weights, batch order, loss and metrics) so that the
 records it writes can be compared with the suite's for identity.
 
@@ -83,6 +84,9 @@ def run(profile_name: str, schedule: str, budget: int, seed: int, out: str) -> N
     item = BUILTIN.get(schedule)
     built = build_run(profile, item, seed, budget, data)
     model, optimizer, scheduler = built.model, built.optimizer, built.scheduler
+    for group in optimizer.param_groups:  # torch's default implementation, as a script gets
+        if group.get("foreach"):
+            group["foreach"] = None
     split = data.split
     clip = profile.train.grad_clip
     rows = []
