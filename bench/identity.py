@@ -56,10 +56,22 @@ def model_identity(profile: Profile) -> dict[str, Any]:
             "options": to_dict(profile.model.options), "source_sha256": entry.source_sha256()}
 
 
+# Training settings added after results were first written, with the value every earlier run
+# trained under. At that value a setting is left out of the identity, so earlier runs keep
+# their hash and are reused; any other value counts like every setting.
+LATER_TRAIN_SETTINGS = {"tf32": False}
+
+
+def train_identity(profile: Profile) -> dict[str, Any]:
+    """The training settings that say which experiment this is."""
+    return {k: v for k, v in to_dict(profile.train).items()
+            if not (k in LATER_TRAIN_SETTINGS and v is LATER_TRAIN_SETTINGS[k])}
+
+
 def experiment_identity(profile: Profile) -> dict[str, Any]:
     """What every run of an experiment shares (``experiment.json``)."""
     return {"dataset": dataset_identity(profile), "model": model_identity(profile),
-            "train": to_dict(profile.train)}
+            "train": train_identity(profile)}
 
 
 def run_payload(profile: Profile, item: NamedSchedule, job: Job) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class TrainSettings:
     divergence_factor: float = 100.0
     autocast: str | None = None
     compile: bool = False
+    tf32: bool = False  # TF32 matmuls and convolutions on CUDA (changes results)
 
     def __post_init__(self) -> None:
         if not (1 <= self.batch_size <= 65536 and 1 <= self.eval_batch_size <= 65536):

@@ -40,6 +40,7 @@ import torch
 from bench.plan import Job
 from bench.store import RunDir
 from schedules import NamedSchedule
+from stforecast.engine import step_scheduler
 
 # Param-group keys that say how an optimizer is implemented, not what a step computes; a
 # stand-in optimizer on the CPU may differ from the real one on these (``fused`` on CUDA).
@@ -82,36 +83,29 @@ class Shadow:
         with _quiet():
             for _ in range(self.steps_per_epoch):
                 path.append(ahead.settings())
-                ahead.scheduler.step()
+                ahead._step("step")
         return tuple(path)
 
     def take_epoch(self) -> tuple:
         """The coming epoch's settings, stepping through it (a path that needs no metric)."""
-        if self.step_unit == "epoch":
-            path = (self.settings(),) * self.steps_per_epoch
-            self.advance(None)
-            return path
         path = []
         with _quiet():
             for _ in range(self.steps_per_epoch):
                 path.append(self.settings())
-                self.scheduler.step()
+                self._step("step")
+            self._step("epoch")
         return tuple(path)
 
     def advance(self, val_mae: float | None) -> None:
-        """Step through one epoch as ``Trainer`` does: once per optimizer step for per-step
-        schedules, then once at the epoch's end (with the validation MAE when the schedule
-        takes a metric)."""
+        """Step through one epoch as ``Trainer`` does: at the end of every optimizer step,
+        then at the epoch's end with its validation MAE (``step_scheduler``)."""
         with _quiet():
-            if self.step_unit == "step":
-                for _ in range(self.steps_per_epoch):
-                    self.scheduler.step()
-            elif self.needs_metric:
-                if val_mae is None:
-                    raise ValueError("a metric-driven schedule needs the validation MAE")
-                self.scheduler.step(val_mae)
-            else:
-                self.scheduler.step()
+            for _ in range(self.steps_per_epoch):
+                self._step("step")
+            self._step("epoch", val_mae)
+
+    def _step(self, unit: str, val_mae: float | None = None) -> None:
+        step_scheduler(self.scheduler, self.step_unit, self.needs_metric, unit, val_mae)
 
 
 def _frozen(value: Any) -> Any:

@@ -42,6 +42,7 @@ class TrainConfig:
     divergence_factor: float = 100.0    # a train loss above this x the target's std is divergence
     autocast: str | None = None         # None (float32) or "bf16": bfloat16 autocast
     compile: bool = False               # torch.compile the model (pays off on GPUs)
+    tf32: bool = False                  # TF32 for float32 matmuls and convolutions on CUDA
 
 
 class Diverged(RuntimeError):
@@ -97,6 +98,38 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 (a 10-bit mantissa) for float32 matrix products and convolutions on CUDA, or
+    IEEE float32 for both.
+
+    Set for every run, both ways, because torch's defaults differ by library: cuBLAS
+    matmuls are IEEE but cuDNN convolutions and RNNs are TF32, so a plugged-in model with a
+    ``Conv2d`` would otherwise train in TF32 under a profile that says float32. The flags are
+    process-wide; every run of a process shares its profile's setting. No effect on the CPU.
+    """
+    mode = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+    torch.backends.cudnn.rnn.fp32_precision = mode
+
+
+def step_scheduler(scheduler: Any, step_unit: StepUnit, needs_metric: bool, unit: StepUnit,
+                   val_loss: float | None = None) -> None:
+    """The rule for stepping a schedule, called at the end of every optimizer step
+    (``unit="step"``) and of every epoch (``unit="epoch"``, with the validation MAE): a
+    schedule steps at its own unit only, a metric-driven one with the metric. The trainer
+    and the trunk planner's shadows (``bench.trunks``) both step by it, so a planned lr path
+    is the path a run takes."""
+    if unit != step_unit:
+        return
+    if needs_metric:
+        if val_loss is None:
+            raise ValueError("a metric-driven schedule must step per epoch")
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -126,6 +159,7 @@ class Trainer:
         self.optimizer_modes = callable(getattr(optimizer, "eval", None))
         self.loss_bound = self.config.divergence_factor * data.scaler.std
         self._autocast_dtype = {None: None, "bf16": torch.bfloat16}[self.config.autocast]
+        set_tf32(self.config.tf32)
         if self.config.compile:
             model.compile()  # in place: parameter names and checkpoints stay the same
 
@@ -208,15 +242,8 @@ class Trainer:
             self.optimizer.eval()
 
     def advance_schedule(self, unit: StepUnit, val_loss: float | None = None) -> None:
-        """The single place the scheduler is stepped."""
-        if unit != self.step_unit:
-            return
-        if self.needs_metric:
-            if val_loss is None:
-                raise ValueError("a metric-driven schedule must step per epoch")
-            self.scheduler.step(val_loss)
-        else:
-            self.scheduler.step()
+        """The single place the scheduler is stepped (by ``step_scheduler``)."""
+        step_scheduler(self.scheduler, self.step_unit, self.needs_metric, unit, val_loss)
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Masked metrics over all windows of a split, overall and per horizon."""

@@ -13,9 +13,13 @@ import torch
 
 from bench.build import build_run, data_spec, dry_step
 from bench.cli import main
+from bench.config import to_dict
 from bench.data import load_data
+from bench.identity import config_hash, experiment_identity, run_payload
+from bench.plan import plan_jobs
 from bench.profile import load_resolved
 from schedules import BUILTIN
+from stforecast.engine import set_tf32
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_records.csv"
 PINNED_SCHEDULES = "plateau,multistep,warmup_cosine,onecycle,schedulefree"
@@ -97,3 +101,60 @@ def test_the_dry_step_leaves_the_random_state_alone(quick):
     assert torch.equal(torch.get_rng_state(), before[0])
     assert np.array_equal(np.random.get_state()[1], before[1])
 
+
+
+def _tf32_flags() -> tuple[str, ...]:
+    return (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+            torch.backends.cudnn.rnn.fp32_precision)
+
+
+def test_tf32_is_set_both_ways_by_every_run(quick):
+    """A run under ``train.tf32`` turns TF32 on for matmuls, convolutions and RNNs; the next
+    run of a float32 profile turns all three back to IEEE (cuDNN's own default is TF32)."""
+    profile, data = quick
+    on = replace(profile, train=replace(profile.train, tf32=True))
+    try:
+        build_run(on, BUILTIN.get("constant"), 0, 2, data)
+        assert _tf32_flags() == ("tf32",) * 3
+        build_run(profile, BUILTIN.get("constant"), 0, 2, data)
+        assert _tf32_flags() == ("ieee",) * 3
+    finally:
+        set_tf32(False)
+
+
+def test_a_setting_added_later_keeps_earlier_identities_at_its_old_value(quick):
+    """``train.tf32`` at False (how every earlier run trained) is left out of the identity,
+    so earlier runs keep their config hash; set, it is a setting like any other."""
+    profile, _ = quick
+    item = BUILTIN.get("constant")
+    job = plan_jobs([item], (4,), (0,))[0]
+    before = {k: v for k, v in to_dict(profile.train).items() if k != "tf32"}
+    assert experiment_identity(profile)["train"] == before
+    on = replace(profile, train=replace(profile.train, tf32=True))
+    assert experiment_identity(on)["train"] == {**before, "tf32": True}
+    assert config_hash(run_payload(on, item, job)) != config_hash(run_payload(profile, item, job))
+
+
+def test_tf32_into_a_float32_experiment_is_refused(tmp_path, capsys):
+    """The same experiment name with TF32 on is another experiment: refused with exit 2,
+    naming the setting, and the float32 results stay as they were."""
+    tiny = ("dataset: {name: synthetic-la, options: {nodes: 8, days: 3, seed: 0}}\n"
+            "model: {name: stid, options: {embed_dim: 4, node_dim: 4, tod_dim: 4, dow_dim: 4,"
+            " num_layers: 1}}\n"
+            "train: {batch_size: 32%s}\nschedules: constant\nbudgets: [2]\nseeds: [0]\n"
+            "device: cpu\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "tiny.yaml").write_text(tiny % "")
+    (tmp_path / "b" / "tiny.yaml").write_text(tiny % ", tf32: true")
+    results = tmp_path / "results"
+    assert main(["run", "--profile", str(tmp_path / "a" / "tiny.yaml"), "--results",
+                 str(results), "--jobs", "1"]) == 0
+    kept = (results / "tiny" / "epochs.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--profile", str(tmp_path / "b" / "tiny.yaml"), "--results",
+                 str(results), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the data line: one line naming the setting
+    assert "other settings (train.tf32" in last and "Traceback" not in err
+    assert (results / "tiny" / "epochs.csv").read_bytes() == kept

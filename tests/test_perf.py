@@ -148,7 +148,27 @@ def test_levers_report_the_limit_in_markdown_and_json(tmp_path, capsys, monkeypa
                  "--out", str(tmp_path / "out")]) == 0
     assert "## Against the machine's limit" in capsys.readouterr().out
     md = (tmp_path / "out/perf/levers-tiny-cpu.md").read_text()
-    assert "Against the machine's limit" in md and len(_numbers(md.split("## Against")[1])) == 2
+    limit = md.split("## Against")[1].split("## Effect")[0]
+    assert "Against the machine's limit" in md and len(_numbers(limit)) == 2
     result = json.loads((tmp_path / "out/perf/levers-tiny-cpu.json").read_text())
     assert [r["members"] for r in result["limits"]] == [1, 2]
     assert all(r["ratio"] > 0 for r in result["limits"])
+    assert "## Effect on results (6 epochs" in md
+    assert [r["arithmetic"] for r in result["precision_effect"]][:2] == [
+        "float32", "float32 again (noise floor)"]
+
+
+def test_precision_effect_reads_each_lever_against_a_float32_noise_floor(tmp_path):
+    """On the CPU a run is bit-reproducible, so the floor is exactly zero; bf16 moves the
+    result; TF32 is a CUDA lever and is not offered here."""
+    from bench.perf.levers import precision_effect
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(TINY)
+    rows = precision_effect(str(profile), device="cpu", epochs=2)
+    assert [r["arithmetic"] for r in rows] == ["float32", "float32 again (noise floor)",
+                                               "bfloat16 autocast"]
+    assert rows[0]["relative_difference"] == 0.0 and rows[1]["relative_difference"] == 0.0
+    assert rows[1]["test_mae"] == rows[0]["test_mae"]
+    assert rows[2]["relative_difference"] != 0.0
+    assert all(r["epochs"] == 2 and r["seed"] == 0 for r in rows)

@@ -25,7 +25,12 @@ import torch
 
 from bench.config import ConfigError
 from bench.perf.grid import grid_timing, pipeline_memory, ray_overhead
-from bench.perf.levers import epoch_breakdown, lever_timings, model_speed
+from bench.perf.levers import (
+    epoch_breakdown,
+    lever_timings,
+    model_speed,
+    precision_effect,
+)
 from bench.perf.limits import against_limit, render_limits
 from bench.profile import load_resolved, profile_path
 from bench.report.markdown import md_table
@@ -96,6 +101,22 @@ def render(result: dict) -> str:
     ])
 
 
+def render_effect(rows: list[dict]) -> str:
+    """The arithmetic levers' effect on a run's final test MAE (``precision_effect``)."""
+    first = rows[0]
+    return "\n".join([
+        f"## Effect on results ({first['epochs']} epochs, constant schedule, seed "
+        f"{first['seed']})",
+        "",
+        md_table(["arithmetic", "final test MAE", "vs float32", "seconds"],
+                 [[r["arithmetic"], f"{r['test_mae']:.4f}",
+                   f"{100 * r['relative_difference']:+.3f} %", f"{r['seconds']:.1f}"]
+                  for r in rows]),
+        "",
+        "The second float32 run is the noise floor: zero where runs are bit-reproducible "
+        "(CPU), the size of kernel nondeterminism on a GPU."])
+
+
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -130,19 +151,22 @@ def cmd_perf(args) -> int:
             raise ConfigError(f"--fuse: run counts must be at least 1, got {args.fuse!r}")
         rows = lever_timings(str(profile_path(args.profile)), fuse=fuse, device=args.device)
         limits = against_limit(str(profile_path(args.profile)), fuse=fuse, device=args.device)
+        effect = precision_effect(str(profile_path(args.profile)), device=args.device)
         table = md_table(["lever", "threads", "ms / step", "ratio"],
                          [[r["lever"], str(r["threads"]), f"{r['ms_per_step']:.2f}",
                            f"{r['ratio']:.2f}"] for r in rows])
         name = f"levers-{profile_path(args.profile).stem}-{rows[0]['device'].split(':')[0]}"
         where = f"{_device_name(rows[0]['device'])}, torch {torch.__version__}"
-        text = _measured_by(args, where) + f"{table}\n\n{render_limits(limits)}\n"
+        text = (_measured_by(args, where) + f"{table}\n\n{render_limits(limits)}\n\n"
+                + render_effect(effect) + "\n")
         print(text)
         out = Path(args.out) / "perf"
         atomic_write_text(out / f"{name}.md", text)
         atomic_write_json(out / f"{name}.json", {
             "profile": profile_path(args.profile).stem,
             "command": "python -m bench perf " + " ".join(args.argv), "device": where,
-            "date": time.strftime("%Y-%m-%d"), "levers": rows, "limits": limits})
+            "date": time.strftime("%Y-%m-%d"), "levers": rows, "limits": limits,
+            "precision_effect": effect})
         return 0
     if args.models:
         rows = model_speed(args.dataset, {"nodes": 207, "days": 7, "seed": 0}

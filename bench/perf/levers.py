@@ -26,7 +26,7 @@ from bench.profile import (
 )
 from bench.store import RunDir, atomic_torch_save
 from schedules import BUILTIN
-from stforecast.engine import resolve_device, sync
+from stforecast.engine import resolve_device, set_tf32, sync
 from stforecast.fused import FusedTrainer
 from stforecast.models import count_parameters, model_names
 
@@ -159,6 +159,9 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
         rows.append(["float32, eager", all_threads, timed(single())])
         torch.set_num_threads(threads)
     rows.append(["bfloat16 autocast (changes results)", threads, timed(single(autocast="bf16"))])
+    if dev.type == "cuda":
+        rows.append(["TF32 matmuls and convolutions (changes results)", threads,
+                     timed(single(tf32=True))])
     t0 = time.perf_counter()
     compiled = single(compile=True)
     compiled(0)
@@ -175,6 +178,42 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     torch.set_num_threads(threads_before)
     return [{"lever": r[0], "threads": r[1], "ms_per_step": r[2], "ratio": r[2] / base,
              "device": str(dev)} for r in rows]
+
+
+def precision_effect(profile_name: str, device: str = "cpu",
+                     epochs: int | None = None) -> list[dict]:
+    """What each arithmetic lever does to results, not only to speed.
+
+    One run of the profile's model (the constant schedule, the profile's first seed, its
+    shortest budget unless ``epochs`` is given) is trained in float32 twice and once under
+    each lever (bf16 autocast; TF32 on CUDA); each row gives the final test MAE and its
+    relative difference from the first float32 run. The second float32 run is the noise
+    floor: zero on the CPU, where a run is bit-reproducible, and the size of kernel
+    nondeterminism on a GPU, so a lever's difference is read against it.
+    """
+    dev = resolve_device(device)
+    profile = replace(load_resolved(profile_name), device=str(dev))
+    data = load_data(profile, dev)
+    epochs = epochs or min(profile.budgets)
+    seed = profile.seeds[0]
+    variants = [("float32", {}), ("float32 again (noise floor)", {}),
+                ("bfloat16 autocast", {"autocast": "bf16"})]
+    if dev.type == "cuda":
+        variants.append(("TF32 matmuls and convolutions", {"tf32": True}))
+    rows = []
+    for name, changes in variants:
+        prof = replace(profile, train=replace(profile.train, **changes))
+        tr = build_run(prof, BUILTIN.get(CONTROL), seed, epochs, data)
+        t0 = time.perf_counter()
+        record = tr.fit(epochs)[-1]
+        sync(dev)
+        rows.append({"arithmetic": name, "epochs": epochs, "seed": seed,
+                     "test_mae": record.test["mae"], "seconds": time.perf_counter() - t0})
+    base = rows[0]["test_mae"]
+    for row in rows:
+        row["relative_difference"] = (row["test_mae"] - base) / base
+    set_tf32(profile.train.tf32)
+    return rows
 
 
 def model_speed(dataset: str, options: dict, data_dir: str | None, epochs: int = 2,

@@ -71,7 +71,8 @@ def header(res: Results, command: str | None = None) -> str:
         + (f"; {params:,} parameters" if params else "")
         + (f"; source sha256 `{sha[:12]}`" if sha else "")
         + f"; batch {train.get('batch_size')}, gradient clipping at "
-        f"{train.get('grad_clip')}. Every schedule of a seed starts from the same weights "
+        f"{train.get('grad_clip')}" + "".join(f", {t}" for t in arithmetic_text(train))
+        + ". Every schedule of a seed starts from the same weights "
         "and sees batches in the same order.",
         "- **Metrics**: masked MAE / RMSE / MAPE in " + units(res) + " (missing targets "
         "excluded), on the test split unless marked val; *@h* is the h-th predicted step"
@@ -87,6 +88,18 @@ def header(res: Results, command: str | None = None) -> str:
                      "so no spread and no interval is shown; differences between schedules "
                      "may be seed noise.")
     return "\n".join(lines)
+
+
+def arithmetic_text(train: dict) -> list[str]:
+    """The training settings that change the arithmetic, where they differ from float32."""
+    out = []
+    if train.get("autocast"):
+        out.append(f"{train['autocast']} autocast")
+    if train.get("tf32") is True:
+        out.append("TF32 matmuls and convolutions on CUDA")
+    if train.get("compile") is True:
+        out.append("torch.compile")
+    return out
 
 
 def data_text(res: Results, ds: dict, facts: dict, opts: str) -> str:
