@@ -107,6 +107,10 @@ def set_tf32(enabled: bool) -> None:
     ``Conv2d`` would otherwise train in TF32 under a profile that says float32. The flags are
     process-wide; every run of a process shares its profile's setting. No effect on the CPU.
     """
+    if not hasattr(torch.backends.cudnn, "conv"):  # torch before the per-library API
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+        return
     mode = "tf32" if enabled else "ieee"
     torch.backends.cuda.matmul.fp32_precision = mode
     torch.backends.cudnn.conv.fp32_precision = mode

@@ -104,6 +104,11 @@ def test_the_dry_step_leaves_the_random_state_alone(quick):
 
 
 def _tf32_flags() -> tuple[str, ...]:
+    """(matmul, convolution, RNN) precision, through whichever API this torch has."""
+    if not hasattr(torch.backends.cudnn, "conv"):
+        legacy = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                  torch.backends.cudnn.allow_tf32)
+        return tuple("tf32" if on else "ieee" for on in legacy)
     return (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
             torch.backends.cudnn.rnn.fp32_precision)
 

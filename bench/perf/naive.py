@@ -4,9 +4,9 @@ This is how a typical research script (the tuning note's ``main.py``) runs one c
 grid: one process per (schedule, budget, seed), every window materialised up front as numpy
 arrays and fed through a ``DataLoader``, evaluation with autograd on (no ``inference_mode``)
 in training-sized batches, torch's default per-parameter optimizer on the CPU, and no reuse
-of a shorter budget from a longer run. Its arithmetic
-is kept the same as the suite's (same weights, batch order, loss and metrics) so that the
-records it writes can be compared with the suite's for identity.
+of a shorter budget from a longer run. Its arithmetic is kept the same as the suite's (same
+weights, batch order, loss and metrics) so that the records it writes can be compared with
+the suite's for identity.
 
 Run: ``python -m bench.perf.naive --profile quick --schedule plateau --budget 30 --seed 0 --out F``
 """
