@@ -26,7 +26,7 @@ from bench.profile import (
 )
 from bench.store import RunDir, atomic_torch_save
 from schedules import BUILTIN
-from stforecast.engine import resolve_device, set_tf32, sync
+from stforecast.engine import resolve_device, sync
 from stforecast.fused import FusedTrainer
 from stforecast.models import count_parameters, model_names
 
@@ -212,7 +212,6 @@ def precision_effect(profile_name: str, device: str = "cpu",
     base = rows[0]["test_mae"]
     for row in rows:
         row["relative_difference"] = (row["test_mae"] - base) / base
-    set_tf32(profile.train.tf32)
     return rows
 
 
