@@ -81,11 +81,20 @@ class TuneSettings:
     schedule's own weight decay) on ``tuning_seeds``; per budget, the point with the lowest
     mean final validation MAE is chosen and trained on the profile's ``seeds``, the
     evaluation seeds, which alone enter the test comparison.
+
+    With ``extend``, a choice at the smallest or largest lr of the grid is not taken as the
+    answer: the grid is extended one step outward (its own geometric ratio) and the new
+    points trained, until the choice is interior or ``lr_bounds`` is reached. With
+    ``own_settings`` off, only tuned settings are evaluated (the schedules' own settings are
+    not trained on the evaluation seeds).
     """
 
     lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     weight_decay: tuple[float, ...] = ()
     tuning_seeds: tuple[int, ...] = (1000, 1001)
+    extend: bool = True
+    lr_bounds: tuple[float, ...] = (1e-5, 3e-2)
+    own_settings: bool = True
 
     def __post_init__(self) -> None:
         if not self.lr or any(not (0 < v <= 10) for v in self.lr):
@@ -97,6 +106,13 @@ class TuneSettings:
                 len(set(self.weight_decay)) != len(self.weight_decay):
             raise ValueError("tune.lr and tune.weight_decay must not repeat a value")
         check_seeds(self.tuning_seeds)
+        if len(self.lr_bounds) != 2 or not (0 < self.lr_bounds[0] < self.lr_bounds[1] <= 10):
+            raise ValueError(f"tune.lr_bounds must be [low, high] with 0 < low < high <= 10, "
+                             f"got {list(self.lr_bounds)}")
+        outside = [v for v in self.lr if not (self.lr_bounds[0] <= v <= self.lr_bounds[1])]
+        if outside:
+            raise ValueError(f"tune.lr {outside} lies outside tune.lr_bounds "
+                             f"{list(self.lr_bounds)}")
 
 
 @dataclass(frozen=True)

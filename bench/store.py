@@ -19,6 +19,11 @@ vouches for (``config.json``, ``records.csv``, ``checkpoint.pt``), written after
 they are rewritten, the new checksums are recorded as ``pending``, so a process killed between
 the writes leaves every file matching either the old or the new checksum. ``RunDir.verify``
 checks them before a run is reused; ``read_records`` parses every cell with its type.
+
+A finished (or diverged) run may lack its ``checkpoint.pt``: its records are complete and
+still verified, and committed records (``studies/``) are results folders kept without
+checkpoints. Only extending such a run to a longer budget needs the weights; it is then
+retrained from epoch 0.
 """
 
 from __future__ import annotations
@@ -308,7 +313,8 @@ class RunDir:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
-                if want:
+                if want and not (name == "checkpoint.pt" and status.get("status") in
+                                 ("finished", "diverged")):
                     return f"{path}: missing (status.json records its checksum)"
                 continue
             except OSError as exc:
