@@ -39,20 +39,26 @@ def check_before_run(profile: Profile, schedules: list[NamedSchedule], stream=No
         warning = missing_warning(facts)
         if warning:
             print(warning, file=stream)
-    return dry_step(profile, schedules[0], data)
+    checked = dry_step(profile, schedules[0], data)
+    if stream is not None:
+        for warning in checked.warnings:
+            print(warning, file=stream)
+    return checked
 
 
 def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
              executor: str = "local", address: str | None = None, shard_spec: str | None = None,
              stream=None, checked: DryRun | None = None,
-             cells: list[Cell] | None = None) -> int:
+             cells: list[Cell] | None = None, command: str | None = None) -> int:
     """Train every unfinished job of the grid (the profile's schedules x budgets x seeds, or
-    exactly ``cells``); 0 if all ended, 1 if any run failed, 130 if stopped (resumable)."""
+    exactly ``cells``); 0 if all ended, 1 if any run failed or every run diverged, 130 if
+    stopped (resumable). ``command`` is the ``bench run`` that trains this experiment (its
+    grid left out), recorded for the report."""
     stream = SafeStream.wrap(stream or sys.stderr)  # a closed reader never stops the grid
     exp_dir = Path(exp_dir)
     checked = checked or check_before_run(profile, schedules)
     cells = cells if cells is not None else grid_cells(schedules, profile.budgets, profile.seeds)
-    for note in prepare(exp_dir, profile, schedules, checked.parameters, cells):
+    for note in prepare(exp_dir, profile, schedules, checked.parameters, cells, command):
         print(f"note: {note}", file=stream)
 
     all_jobs = plan_cells(schedules, cells)

@@ -163,3 +163,79 @@ def test_tf32_into_a_float32_experiment_is_refused(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # after the data line: one line naming the setting
     assert "other settings (train.tf32" in last and "Traceback" not in err
     assert (results / "tiny" / "epochs.csv").read_bytes() == kept
+
+
+# -- what the dry step proves about a model ---------------------------------------------------
+class _Held(torch.nn.Module):
+    """Graph tensors kept every way a published model keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.register_buffer("kept", torch.ones(3))
+        self.plain = torch.ones(3)                          # a plain attribute
+        self.supports = [torch.ones(3), self.kept]          # a list, a buffer's alias included
+        self.by_name = {"fwd": torch.ones(2)}
+        self.index = torch.arange(4)                        # an integer tensor: edge indices
+
+
+def test_tensors_that_to_leaves_behind_are_named():
+    from bench.build import stranded_tensors
+
+    stranded = stranded_tensors(_Held())
+    assert sorted(stranded) == sorted(["plain", "supports[0]", "supports[1]",
+                                       "by_name['fwd']", "index"])
+
+
+def test_a_module_that_moves_its_own_tensors_is_trusted():
+    from bench.build import stranded_tensors
+
+    class MovesItsOwn(_Held):
+        def _apply(self, fn, recurse=True):
+            self.plain = fn(self.plain)
+            self.supports = [fn(t) for t in self.supports]
+            self.by_name = {k: fn(v) for k, v in self.by_name.items()}
+            self.index = fn(self.index)
+            return super()._apply(fn, recurse)
+
+    assert stranded_tensors(MovesItsOwn()) == []
+    assert stranded_tensors(torch.nn.Sequential(torch.nn.Linear(2, 2))) == []
+
+
+def test_the_constructor_runs_once_before_the_grid(quick, monkeypatch):
+    profile, data = quick
+    calls = []
+    real = __import__("bench.build", fromlist=["make_model"]).make_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("bench.build.make_model", counting)
+    profile = replace(profile, dataset=replace(profile.dataset, output_len=6, input_len=6))
+    dry_step(profile, BUILTIN.get("constant"), load_data(profile, torch.device("cpu")))
+    assert len(calls) == 1
+
+
+def test_the_adjacency_forms_published_models_use():
+    from stforecast.models import DataSpec
+
+    w = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    spec = DataSpec(num_nodes=3, adjacency=w)
+    assert np.array_equal(spec.adjacency_as("raw"), w)
+    rw = spec.adjacency_as("random_walk")
+    assert np.allclose(rw.sum(axis=1), 1) and np.allclose(rw[0], [1 / 3, 2 / 3, 0])
+    back = spec.adjacency_as("reverse_random_walk")
+    assert np.allclose(back, w.T / w.T.sum(axis=1, keepdims=True))
+    d = w.sum(axis=1) ** -0.5
+    assert np.allclose(spec.adjacency_as("symmetric"), d[:, None] * w * d[None, :])
+    no_loops = spec.adjacency_as("raw", self_loops=False)
+    assert np.diag(no_loops).tolist() == [0, 0, 0] and no_loops[0, 1] == 2
+    assert np.diag(spec.adjacency_as("random_walk", self_loops=True)).all()
+    lap = spec.adjacency_as("scaled_laplacian")
+    assert np.allclose(lap, lap.T) and np.abs(np.linalg.eigvalsh(lap)).max() <= 1 + 1e-6
+    assert spec.adjacency is w and np.array_equal(w[0], [1, 2, 0])  # the spec's own is kept
+    with pytest.raises(ValueError, match="unknown adjacency form 'laplace'"):
+        spec.adjacency_as("laplace")
+    with pytest.raises(ValueError, match="has no graph"):
+        DataSpec(num_nodes=3).adjacency_as("raw")
