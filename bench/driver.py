@@ -133,4 +133,34 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         print(f"stopped by {stop_reason()}; run the same command again to resume",
               file=stream)
         return 130
+    diverged = all_diverged(exp_dir, todo)
+    if diverged:
+        print(f"error: {diverged}", file=stream)
+        return 1
     return 1 if counts.get("failed") else 0
+
+
+def all_diverged(exp_dir: Path, jobs) -> str | None:
+    """One line when every job of the grid has diverged (this time or before), else None.
+
+    Then no schedule has a result, and the cause is almost never the schedule: it is the
+    model (its output scale, initialisation, a division) or a learning rate too high for
+    it under every schedule."""
+    reasons = []
+    for job in jobs:
+        try:
+            status = RunDir(exp_dir / "runs" / job.key).read_status() or {}
+        except ValueError:
+            return None
+        if status.get("status") != "diverged":
+            return None
+        reasons.append((job.key, str(status.get("message", ""))))
+    if not reasons:
+        return None
+    key, first = reasons[0]
+    example = f"{key}: {first}" if first else key
+    return (f"every run diverged ({len(reasons)} of {len(reasons)}; {example}): no schedule "
+            "has a result. When every schedule diverges the cause is usually the model (its "
+            "output scale or initialisation) or a learning rate too high for it, not the "
+            "schedule; run one schedule for a few epochs, e.g. --schedules constant "
+            "--budgets 5 --seeds 1, to find it")
