@@ -472,3 +472,14 @@ def test_a_grid_in_which_every_run_diverged_exits_1_and_its_report_says_so(profi
     assert text.count("training diverged at epoch 1 (train loss nan)") == 2
     assert "verdict" not in text.replace("computes no comparison, verdict", "")
     assert "beats" not in text and "## Claims" not in text
+
+
+def test_installed_packages_a_model_imports_are_recorded_by_version(tmp_path):
+    """An installed package is recorded by its version, not hashed; the suite's own
+    dependencies (torch, numpy) are in every run's environment already."""
+    from importlib import metadata
+
+    net = write_model(tmp_path, "import hypothesis  # noqa: F401\nimport numpy\n" + GOOD)
+    entry = resolve_model(f"{net}:TinyNet")
+    assert entry.package_versions() == {"hypothesis": metadata.version("hypothesis")}
+    assert entry.sources_sha256() == {}  # one file: nothing beside it was loaded
