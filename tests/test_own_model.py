@@ -483,3 +483,17 @@ def test_installed_packages_a_model_imports_are_recorded_by_version(tmp_path):
     entry = resolve_model(f"{net}:TinyNet")
     assert entry.package_versions() == {"hypothesis": metadata.version("hypothesis")}
     assert entry.sources_sha256() == {}  # one file: nothing beside it was loaded
+
+
+def test_the_worked_adapter_of_the_docs_runs_without_warnings(profile, tmp_path, capsys):
+    """docs/own-model.md's adapter around a published-style model: it keeps its graph in
+    buffers, so nothing is left behind by .to(); the authors' file is fingerprinted."""
+    adapter = REPO / "examples/published/adapter.py"
+    results = tmp_path / "r"
+    assert run(profile, f"{adapter}:WaveNetAdapter", results, "--model-option",
+               "hidden=8") == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "1 finished" in err
+    model = json.loads((results / "p-WaveNetAdapter/experiment.json").read_text())["model"]
+    assert list(model["sources"]) == ["wavenet_style.py"]
+    assert model["options"] == {"hidden": 8, "layers": 3, "dropout": 0.3, "in_dim": 2}
