@@ -22,6 +22,7 @@ from schedules import BUILTIN
 from stforecast.engine import set_tf32
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_records.csv"
+PINNED_PROFILE = Path(__file__).parent / "fixtures" / "pinned_profile.yaml"  # quick, 12 nodes
 PINNED_SCHEDULES = "plateau,multistep,warmup_cosine,onecycle,schedulefree"
 EXACT = ("epoch", "lr", "lr_end")
 
@@ -37,7 +38,8 @@ def test_records_match_the_pinned_ones(tmp_path):
     unified. The lr path must match exactly; metrics to 1e-6, because the last bits of float
     reductions differ between CPU models (on the machine that wrote the fixture they match
     bit for bit)."""
-    assert main(["run", "--profile", "quick", "--schedules", PINNED_SCHEDULES, "--budgets", "8",
+    assert main(["run", "--profile", str(PINNED_PROFILE), "--schedules", PINNED_SCHEDULES,
+                 "--budgets", "8",
                  "--seeds", "1", "--jobs", "1", "--results", str(tmp_path),
                  "--experiment", "pin"]) == 0
     got = {(r["schedule"], r["epoch"]): r for r in read_csv(tmp_path / "pin" / "epochs.csv")}
@@ -75,10 +77,10 @@ def test_every_schedule_of_a_seed_starts_from_the_same_weights(quick):
 def test_the_data_spec_carries_the_windows_and_features(quick):
     profile, data = quick
     spec = data_spec(data)
-    assert (spec.num_nodes, spec.input_len, spec.output_len) == (12, 12, 12)
+    assert (spec.num_nodes, spec.input_len, spec.output_len) == (10, 12, 12)
     assert spec.input_features == ("value", "time_of_day", "day_of_week")
     assert spec.num_features == data.num_features == 3
-    assert spec.steps_per_day == 288 and spec.adjacency.shape == (12, 12)
+    assert spec.steps_per_day == 288 and spec.adjacency.shape == (10, 10)
 
 
 def test_window_lengths_reach_the_model(tmp_path):
@@ -88,7 +90,7 @@ def test_window_lengths_reach_the_model(tmp_path):
     data = load_data(profile, torch.device("cpu"))
     trainer = build_run(profile, BUILTIN.get("constant"), 0, 2, data)
     x, y = data.batch(data.starts["train"][:4])
-    assert trainer.model(x).shape == (4, 3, 12, 1) and y.shape == (4, 3, 12, 1)
+    assert trainer.model(x).shape == (4, 3, 10, 1) and y.shape == (4, 3, 10, 1)
 
 
 def test_the_dry_step_leaves_the_random_state_alone(quick):
