@@ -20,6 +20,7 @@ RUN_EXAMPLES = """examples:
   python -m bench run --schedules seed --budgets 30 --seeds 5
   python -m bench run --schedules plateau,multistep --model gwnet --dataset metr-la --device cuda
   python -m bench run --model examples/alternating.py:AlternatingNet --profile quick
+  python -m bench run --model adapter.py:Net --model-option hidden=64 --traceback
   python -m bench run --config METR-LA_alternating.yaml    # a tuning note's own lr/milestones keys
   python -m bench run --schedule-file my_schedules.yaml --schedules all,my_cosine
   python -m bench run --profile default --jobs 2           # two runs at once, threads split
@@ -59,13 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train the grid schedules x budgets x seeds",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--profile", default="default",
-                     help="quick | default | los-loop | paper | gpu-synthetic, or a profile "
-                          "YAML path (default: default)")
+                     help=f"{' | '.join(_profile_names())}, or a profile YAML path "
+                          "(default: default)")
     run.add_argument("--schedules", help="'all', a group (seed, ablation) or a comma list")
     run.add_argument("--budgets", help="epoch budgets, e.g. 30,60,100")
     run.add_argument("--seeds", help="N for seeds 0..N-1, or a list/range like 3,7 or 0-4")
     run.add_argument("--model", help="a model name (see 'list'), path/to/file.py:Class or "
                                      "package.module:Class")
+    run.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="set one of the model's options, read as YAML (repeatable), e.g. "
+                          "--model-option hidden=64")
+    run.add_argument("--traceback", action="store_true",
+                     help="when the model fails to import, build or run, print the whole "
+                          "traceback as well as the one-line error")
     run.add_argument("--dataset", help="dataset name or a path to your own files")
     run.add_argument("--data-dir", help="folder holding <dataset>/ files (default: $STBENCH_DATA "
                                         "or ./data)")
@@ -131,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=PERF_EXAMPLES,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     perf.add_argument("--profile", default="quick",
-                      help="a profile name or YAML path (default: quick)")
+                      help=f"{' | '.join(_profile_names())}, or a profile YAML path "
+                           "(default: quick)")
     perf.add_argument("--schedules", default="all")
     perf.add_argument("--seeds", type=int, help="first N seeds (default: the profile's)")
     perf.add_argument("--jobs", type=int, default=2, help="the suite's --jobs (default 2)")
@@ -151,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--data-dir")
     perf.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     return parser
+
+
+def _profile_names() -> list[str]:
+    """The profiles shipped in ``bench/profiles/`` (read without importing the suite)."""
+    return sorted(p.stem for p in (Path(__file__).parent / "profiles").glob("*.yaml"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +224,12 @@ def _main(argv: list[str] | None = None) -> int:
 
             return cmd_perf(args)
     except (ConfigError, DataError, ScheduleError, ModelError) as exc:
+        if getattr(args, "traceback", False):
+            import traceback
+
+            from stforecast.models.sources import original
+
+            traceback.print_exception(original(exc), file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
@@ -226,7 +245,7 @@ def cmd_run(args) -> int:
     from bench.config import ConfigError
     from bench.driver import check_before_run, run_grid
     from bench.note_config import note_config
-    from bench.overrides import apply_overrides
+    from bench.overrides import apply_overrides, training_command
     from bench.profile import load_profile, profile_path, validate_components
     from bench.selection import budget_notes, resolve_schedules
     from schedules import BUILTIN
@@ -251,10 +270,12 @@ def cmd_run(args) -> int:
         if note.batch_size is not None and batch_arg is None:
             batch_arg = note.batch_size
     profile = apply_overrides(profile, schedules=schedules_arg, budgets=budgets_arg,
-                              seeds=args.seeds, model=args.model, dataset=args.dataset,
+                              seeds=args.seeds, model=args.model,
+                              model_options=args.model_option, dataset=args.dataset,
                               data_dir=args.data_dir, device=args.device, batch_size=batch_arg,
                               jobs=args.jobs, fuse=args.fuse, tune=args.tune)
-    where = "--model" if args.model else str(profile_path(args.profile))
+    where = ("--model-option" if args.model_option else "--model" if args.model
+             else str(profile_path(args.profile)))
     profile = validate_components(profile, where)
     schedules = resolve_schedules(profile, args.schedule_file, registry)
     if profile.device == "cuda":
@@ -267,6 +288,7 @@ def cmd_run(args) -> int:
     experiment = args.experiment or default_experiment(profile_name, args.model,
                                                        load_profile(args.profile).model.name)
     exp_dir = Path(args.results) / experiment
+    command = training_command(args, experiment)
     for note in budget_notes(schedules, profile.budgets):
         print(f"note: {note}", file=sys.stderr)
     checked = check_before_run(profile, schedules, sys.stderr)  # before any folder exists
@@ -284,9 +306,9 @@ def cmd_run(args) -> int:
                               "after every tuning run has finished; use --executor ray to "
                               "spread it over a cluster")
         return run_tuned(profile, schedules, exp_dir, stream=sys.stderr, checked=checked,
-                         executor=args.executor, address=args.address)
+                         executor=args.executor, address=args.address, command=command)
     return run_grid(profile, schedules, exp_dir, executor=args.executor, address=args.address,
-                    shard_spec=args.shard, checked=checked)
+                    shard_spec=args.shard, checked=checked, command=command)
 
 
 def default_experiment(profile_name: str, model: str | None, profile_model: str) -> str:

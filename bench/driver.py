@@ -39,20 +39,26 @@ def check_before_run(profile: Profile, schedules: list[NamedSchedule], stream=No
         warning = missing_warning(facts)
         if warning:
             print(warning, file=stream)
-    return dry_step(profile, schedules[0], data)
+    checked = dry_step(profile, schedules[0], data)
+    if stream is not None:
+        for warning in checked.warnings:
+            print(warning, file=stream)
+    return checked
 
 
 def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
              executor: str = "local", address: str | None = None, shard_spec: str | None = None,
              stream=None, checked: DryRun | None = None,
-             cells: list[Cell] | None = None) -> int:
+             cells: list[Cell] | None = None, command: str | None = None) -> int:
     """Train every unfinished job of the grid (the profile's schedules x budgets x seeds, or
-    exactly ``cells``); 0 if all ended, 1 if any run failed, 130 if stopped (resumable)."""
+    exactly ``cells``); 0 if all ended, 1 if any run failed or every run diverged, 130 if
+    stopped (resumable). ``command`` is the ``bench run`` that trains this experiment (its
+    grid left out), recorded for the report."""
     stream = SafeStream.wrap(stream or sys.stderr)  # a closed reader never stops the grid
     exp_dir = Path(exp_dir)
     checked = checked or check_before_run(profile, schedules)
     cells = cells if cells is not None else grid_cells(schedules, profile.budgets, profile.seeds)
-    for note in prepare(exp_dir, profile, schedules, checked.parameters, cells):
+    for note in prepare(exp_dir, profile, schedules, checked.parameters, cells, command):
         print(f"note: {note}", file=stream)
 
     all_jobs = plan_cells(schedules, cells)
@@ -127,4 +133,34 @@ def run_grid(profile: Profile, schedules: list[NamedSchedule], exp_dir: Path, *,
         print(f"stopped by {stop_reason()}; run the same command again to resume",
               file=stream)
         return 130
+    diverged = all_diverged(exp_dir, todo)
+    if diverged:
+        print(f"error: {diverged}", file=stream)
+        return 1
     return 1 if counts.get("failed") else 0
+
+
+def all_diverged(exp_dir: Path, jobs) -> str | None:
+    """One line when every job of the grid has diverged (this time or before), else None.
+
+    Then no schedule has a result, and the cause is almost never the schedule: it is the
+    model (its output scale, initialisation, a division) or a learning rate too high for
+    it under every schedule."""
+    reasons = []
+    for job in jobs:
+        try:
+            status = RunDir(exp_dir / "runs" / job.key).read_status() or {}
+        except ValueError:
+            return None
+        if status.get("status") != "diverged":
+            return None
+        reasons.append((job.key, str(status.get("message", ""))))
+    if not reasons:
+        return None
+    key, first = reasons[0]
+    example = f"{key}: {first}" if first else key
+    return (f"every run diverged ({len(reasons)} of {len(reasons)}; {example}): no schedule "
+            "has a result. When every schedule diverges the cause is usually the model (its "
+            "output scale or initialisation) or a learning rate too high for it, not the "
+            "schedule; run one schedule for a few epochs, e.g. --schedules constant "
+            "--budgets 5 --seeds 1, to find it")

@@ -1,18 +1,19 @@
 """What makes a number: the identity of an experiment and of each of its runs.
 
 An experiment's identity (``experiment.json``) is what every run shares: the dataset
-settings, the model (its import path, resolved options and a hash of its source file) and the
-training settings. A run's payload (``config.json``) adds the schedule, the seed and the
-epochs; its ``config_hash`` guards reuse: a run whose recorded hash differs from the current
-one is stale and is redone from epoch 0, never resumed from its checkpoint, with a note that
-names what changed (``describe_changes``).
+settings, the model (its import path, resolved options, a hash of its source file and of
+every other file of the user's its import loaded, and the versions of the installed packages
+those files import) and the training settings. A run's payload (``config.json``) adds the
+schedule, the seed and the epochs; its ``config_hash`` guards reuse: a run whose recorded
+hash differs from the current one is stale and is redone from epoch 0, never resumed from
+its checkpoint, with a note that names what changed (``describe_changes``).
 
 Two kinds of keys: *settings* (a dataset or model name, an option, a training setting) say
 which experiment this is, and a folder holding another one is refused; *versions*
-(``VERSION_KEYS``: the model's source hash, the data's content hash and the facts a
-manifest decides: name, units, interval, missing-value marker) say which code and which data
-made the numbers, and a change makes every run of the folder stale (and, for the data, its
-baselines).
+(``VERSION_KEYS``: the model's source hashes and package versions, the data's content hash
+and the facts a manifest decides: name, units, interval, missing-value marker) say which
+code and which data made the numbers, and a change makes every run of the folder stale
+(and, for the data, its baselines).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from bench.profile import Profile
 from schedules import NamedSchedule
 from stforecast.models import resolve_model
 
-VERSION_KEYS = ("model.source_sha256", "dataset.content", "dataset.options")
+VERSION_KEYS = ("model.source_sha256", "model.sources", "model.packages", "dataset.content",
+                "dataset.options")
 
 
 def is_version(key: str) -> bool:
@@ -49,11 +51,27 @@ def dataset_identity(profile: Profile) -> dict[str, Any]:
 
 
 def model_identity(profile: Profile) -> dict[str, Any]:
-    """Import path, resolved options and source hash of the profile's model."""
+    """Import path, resolved options and the hash of every source file of the profile's model.
+
+    ``source_sha256`` hashes the file that defines the class; ``sources`` (present when
+    there are any) names every other file of the user's that the model's import loaded, with
+    its hash, and ``packages`` the installed packages its files import, with their versions
+    (beyond the suite's own dependencies). All three are versions: a change makes the runs
+    stale, with a note naming the file or package.
+    """
     entry = resolve_model(profile.model.name)
-    return {"name": profile.model.name if entry.origin != "file" else entry.import_path,
-            "import_path": entry.import_path, "origin": entry.origin,
-            "options": to_dict(profile.model.options), "source_sha256": entry.source_sha256()}
+    out = {"name": profile.model.name if entry.origin != "file" else entry.import_path,
+           "import_path": entry.import_path, "origin": entry.origin,
+           "options": to_dict(profile.model.options), "source_sha256": entry.source_sha256()}
+    # Left out when empty, so that the identity of a model made of one file (every earlier
+    # experiment's) keeps its hash.
+    sources = entry.sources_sha256()
+    if sources:
+        out["sources"] = sources
+    packages = entry.package_versions()
+    if packages:
+        out["packages"] = packages
+    return out
 
 
 # Training settings added after results were first written, with the value every earlier run
@@ -107,8 +125,20 @@ def _canonical(value: Any) -> str:
 
 
 def lookup(record: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        record = record.get(part) if isinstance(record, dict) else None
+    """The value at a dotted key; a key that itself holds dots (a file name such as
+    ``model.sources.layers.py``) is matched whole, the longest first."""
+    parts = dotted.split(".")
+    i = 0
+    while i < len(parts):
+        if not isinstance(record, dict):
+            return None
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if key in record:
+                record, i = record[key], j
+                break
+        else:
+            return None
     return record
 
 

@@ -40,13 +40,18 @@ def experiment_lock(exp_dir: Path) -> FileLock:
     return FileLock(exp_dir / ".lock", blocking=True)
 
 
-def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[str]:
-    """Write or check ``experiment.json``; return notes on what changed version."""
+def record_experiment(exp_dir: Path, profile: Profile, parameters: int,
+                      command: str | None = None) -> list[str]:
+    """Write or check ``experiment.json``; return notes on what changed version.
+    ``command`` (the ``bench run`` that trains the experiment, for the report) is kept when
+    given."""
     current = experiment_identity(profile)
     path = exp_dir / "experiment.json"
     notes = []
     facts = data_facts(load_data(profile, torch.device("cpu")))
     record = {**current, "parameters": parameters, "data": facts}
+    if command:
+        record["command"] = command
     if path.exists():
         try:
             old = read_json(path)
@@ -54,6 +59,8 @@ def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[
             raise ConfigError(f"{path}: unreadable ({exc}); move it aside to start "
                               "afresh") from None
         old_identity = {k: old.get(k) for k in current} if isinstance(old, dict) else {}
+        if not command and isinstance(old, dict) and isinstance(old.get("command"), str):
+            record["command"] = old["command"]
         settings, versions = split_changes(old_identity, current)
         if settings:
             raise ConfigError(
@@ -106,7 +113,8 @@ def _baselines_of(path: Path) -> str | None:
 
 
 def prepare(exp_dir: Path, profile: Profile, schedules: list[NamedSchedule],
-            parameters: int, cells: list[tuple[str, int, int]]) -> list[str]:
+            parameters: int, cells: list[tuple[str, int, int]],
+            command: str | None = None) -> list[str]:
     """Identity, grid (``cells`` join ``grid.json``) and baselines of an experiment folder
     (created here); notes back."""
     from bench.store import StoreError
@@ -118,7 +126,7 @@ def prepare(exp_dir: Path, profile: Profile, schedules: list[NamedSchedule],
     with experiment_lock(exp_dir):
         remove_stale_temporaries(exp_dir)  # every writer of these files holds this lock
         existed = (exp_dir / "baselines.csv").exists()
-        notes = record_experiment(exp_dir, profile, parameters)
+        notes = record_experiment(exp_dir, profile, parameters, command)
         update_grid(exp_dir, {s.name: schedule_info(s) for s in schedules}, cells)
         if write_baselines(exp_dir, profile) and existed:
             notes.append("baselines.csv recomputed: it was made from other data")

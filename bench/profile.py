@@ -232,8 +232,8 @@ def validate_components(profile: Profile, where: str = "profile") -> Profile:
                 options[key] = convert(hints[key], value, where, f"dataset.options.{key}")
     try:
         entry = resolve_model(profile.model.name)
-    except ModelError as exc:
-        raise ConfigError(f"{where}: model.name: {exc}") from None
+    except ModelError as exc:  # chained: --traceback prints the import's own trace
+        raise ConfigError(f"{where}: model.name: {exc}") from exc
     return replace(profile, dataset=replace(ds, options=options),
                    model=replace(profile.model, options=model_options(entry, profile.model.options,
                                                                       where)))

@@ -71,3 +71,22 @@ def scaled_laplacian(adj: np.ndarray) -> np.ndarray:
     if lam_max <= 0:  # a graph with no edges: the Laplacian is zero
         lam_max = 2.0
     return (2.0 * lap / lam_max - np.eye(len(a))).astype(np.float32)
+
+
+def symmetric_normalized(adj: np.ndarray) -> np.ndarray:
+    """``D^-1/2 W D^-1/2`` with ``D`` the row sums (Kipf & Welling's GCN propagation matrix
+    when ``W`` has self-loops; rows and columns of isolated nodes stay zero). ``W`` is taken
+    as given: an asymmetric ``W`` gives an asymmetric result."""
+    a = np.asarray(adj, dtype=np.float64)
+    deg = a.sum(axis=1)
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    return (inv_sqrt[:, None] * a * inv_sqrt[None, :]).astype(np.float32)
+
+
+def with_self_loops(adj: np.ndarray, weight: float = 1.0) -> np.ndarray:
+    """``W`` with its diagonal set to ``weight`` (1: a self-loop on every node; 0: none),
+    whatever the data had there."""
+    a = np.array(adj, dtype=np.float32, copy=True)
+    np.fill_diagonal(a, weight)
+    return a

@@ -22,6 +22,7 @@ from schedules import BUILTIN
 from stforecast.engine import set_tf32
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_records.csv"
+PINNED_PROFILE = Path(__file__).parent / "fixtures" / "pinned_profile.yaml"  # quick, 12 nodes
 PINNED_SCHEDULES = "plateau,multistep,warmup_cosine,onecycle,schedulefree"
 EXACT = ("epoch", "lr", "lr_end")
 
@@ -37,7 +38,8 @@ def test_records_match_the_pinned_ones(tmp_path):
     unified. The lr path must match exactly; metrics to 1e-6, because the last bits of float
     reductions differ between CPU models (on the machine that wrote the fixture they match
     bit for bit)."""
-    assert main(["run", "--profile", "quick", "--schedules", PINNED_SCHEDULES, "--budgets", "8",
+    assert main(["run", "--profile", str(PINNED_PROFILE), "--schedules", PINNED_SCHEDULES,
+                 "--budgets", "8",
                  "--seeds", "1", "--jobs", "1", "--results", str(tmp_path),
                  "--experiment", "pin"]) == 0
     got = {(r["schedule"], r["epoch"]): r for r in read_csv(tmp_path / "pin" / "epochs.csv")}
@@ -75,10 +77,10 @@ def test_every_schedule_of_a_seed_starts_from_the_same_weights(quick):
 def test_the_data_spec_carries_the_windows_and_features(quick):
     profile, data = quick
     spec = data_spec(data)
-    assert (spec.num_nodes, spec.input_len, spec.output_len) == (12, 12, 12)
+    assert (spec.num_nodes, spec.input_len, spec.output_len) == (10, 12, 12)
     assert spec.input_features == ("value", "time_of_day", "day_of_week")
     assert spec.num_features == data.num_features == 3
-    assert spec.steps_per_day == 288 and spec.adjacency.shape == (12, 12)
+    assert spec.steps_per_day == 288 and spec.adjacency.shape == (10, 10)
 
 
 def test_window_lengths_reach_the_model(tmp_path):
@@ -88,7 +90,7 @@ def test_window_lengths_reach_the_model(tmp_path):
     data = load_data(profile, torch.device("cpu"))
     trainer = build_run(profile, BUILTIN.get("constant"), 0, 2, data)
     x, y = data.batch(data.starts["train"][:4])
-    assert trainer.model(x).shape == (4, 3, 12, 1) and y.shape == (4, 3, 12, 1)
+    assert trainer.model(x).shape == (4, 3, 10, 1) and y.shape == (4, 3, 10, 1)
 
 
 def test_the_dry_step_leaves_the_random_state_alone(quick):
@@ -163,3 +165,79 @@ def test_tf32_into_a_float32_experiment_is_refused(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # after the data line: one line naming the setting
     assert "other settings (train.tf32" in last and "Traceback" not in err
     assert (results / "tiny" / "epochs.csv").read_bytes() == kept
+
+
+# -- what the dry step proves about a model ---------------------------------------------------
+class _Held(torch.nn.Module):
+    """Graph tensors kept every way a published model keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.register_buffer("kept", torch.ones(3))
+        self.plain = torch.ones(3)                          # a plain attribute
+        self.supports = [torch.ones(3), self.kept]          # a list, a buffer's alias included
+        self.by_name = {"fwd": torch.ones(2)}
+        self.index = torch.arange(4)                        # an integer tensor: edge indices
+
+
+def test_tensors_that_to_leaves_behind_are_named():
+    from bench.build import stranded_tensors
+
+    stranded = stranded_tensors(_Held())
+    assert sorted(stranded) == sorted(["plain", "supports[0]", "supports[1]",
+                                       "by_name['fwd']", "index"])
+
+
+def test_a_module_that_moves_its_own_tensors_is_trusted():
+    from bench.build import stranded_tensors
+
+    class MovesItsOwn(_Held):
+        def _apply(self, fn, recurse=True):
+            self.plain = fn(self.plain)
+            self.supports = [fn(t) for t in self.supports]
+            self.by_name = {k: fn(v) for k, v in self.by_name.items()}
+            self.index = fn(self.index)
+            return super()._apply(fn, recurse)
+
+    assert stranded_tensors(MovesItsOwn()) == []
+    assert stranded_tensors(torch.nn.Sequential(torch.nn.Linear(2, 2))) == []
+
+
+def test_the_constructor_runs_once_before_the_grid(quick, monkeypatch):
+    profile, data = quick
+    calls = []
+    real = __import__("bench.build", fromlist=["make_model"]).make_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("bench.build.make_model", counting)
+    profile = replace(profile, dataset=replace(profile.dataset, output_len=6, input_len=6))
+    dry_step(profile, BUILTIN.get("constant"), load_data(profile, torch.device("cpu")))
+    assert len(calls) == 1
+
+
+def test_the_adjacency_forms_published_models_use():
+    from stforecast.models import DataSpec
+
+    w = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    spec = DataSpec(num_nodes=3, adjacency=w)
+    assert np.array_equal(spec.adjacency_as("raw"), w)
+    rw = spec.adjacency_as("random_walk")
+    assert np.allclose(rw.sum(axis=1), 1) and np.allclose(rw[0], [1 / 3, 2 / 3, 0])
+    back = spec.adjacency_as("reverse_random_walk")
+    assert np.allclose(back, w.T / w.T.sum(axis=1, keepdims=True))
+    d = w.sum(axis=1) ** -0.5
+    assert np.allclose(spec.adjacency_as("symmetric"), d[:, None] * w * d[None, :])
+    no_loops = spec.adjacency_as("raw", self_loops=False)
+    assert np.diag(no_loops).tolist() == [0, 0, 0] and no_loops[0, 1] == 2
+    assert np.diag(spec.adjacency_as("random_walk", self_loops=True)).all()
+    lap = spec.adjacency_as("scaled_laplacian")
+    assert np.allclose(lap, lap.T) and np.abs(np.linalg.eigvalsh(lap)).max() <= 1 + 1e-6
+    assert spec.adjacency is w and np.array_equal(w[0], [1, 2, 0])  # the spec's own is kept
+    with pytest.raises(ValueError, match="unknown adjacency form 'laplace'"):
+        spec.adjacency_as("laplace")
+    with pytest.raises(ValueError, match="has no graph"):
+        DataSpec(num_nodes=3).adjacency_as("raw")

@@ -1,8 +1,10 @@
 """Writing a report: ``report.md`` and its figures into ``<out>/<experiment>/``.
 
-A report always renders or says why: an experiment in which no run has finished an epoch
-(all diverged at epoch 0, or only registered) gets a short report that says so, and a bad
-``--out`` is one line (exit 2)."""
+A report always renders or says why: an experiment in which every run diverged gets a report
+that says so first and ranks nothing (``bench.report.diverged``), one in which no run has
+finished an epoch (only registered) a short report that says so, and a bad ``--out`` is one
+line (exit 2). Every full report ends with the model's code and the command that trains the
+experiment again (``bench.report.reproduce``)."""
 
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import sys
 from pathlib import Path
 
 from bench.config import ConfigError
+from bench.report.diverged import DIVERGED_NOTE, diverged_report, every_run_diverged
 from bench.report.figures import write_figures
 from bench.report.markdown import md_table
+from bench.report.reproduce import reproduce_section
 from bench.report.results import Results, load_results
 from bench.report.sections import render
 from bench.store import StoreError, atomic_write_text
@@ -25,6 +29,13 @@ def write_report(exp_dir: Path, out_dir: Path, notes: list[str] | None = None) -
     res = load_results(exp_dir, notes)
     target = out_dir / res.name
     _make_folder(target)
+    if every_run_diverged(res):  # first: nothing to rank, whether or not epochs exist
+        path = target / "report.md"
+        text = diverged_report(res, exp_dir, regenerate_command(exp_dir, out_dir))
+        atomic_write_text(path, text + _appended(reproduce_section(res)))
+        if notes is not None:
+            notes.append(DIVERGED_NOTE)
+        return path
     if res.epochs.empty:
         path = target / "report.md"
         atomic_write_text(path, no_epoch_report(res))
@@ -33,8 +44,13 @@ def write_report(exp_dir: Path, out_dir: Path, notes: list[str] | None = None) -
         return path
     figures = write_figures(res, target)
     path = target / "report.md"
-    atomic_write_text(path, render(res, figures, regenerate_command(exp_dir, out_dir)))
+    text = render(res, figures, regenerate_command(exp_dir, out_dir))
+    atomic_write_text(path, text + _appended(reproduce_section(res)))
     return path
+
+
+def _appended(section: str) -> str:
+    return f"\n{section}\n" if section else ""
 
 
 def regenerate_command(exp_dir: Path, out_dir: Path) -> str:
@@ -98,6 +114,6 @@ def cmd_report(args) -> int:
     finally:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {path}" + ("" if NO_EPOCH_NOTE in notes else " and its figures"),
-          file=sys.stderr)
+    print(f"wrote {path}" + ("" if {NO_EPOCH_NOTE, DIVERGED_NOTE} & set(notes)
+                             else " and its figures"), file=sys.stderr)
     return 0

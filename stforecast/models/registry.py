@@ -11,7 +11,11 @@ whose ``forward(x)`` maps
 
 to ``[B, T_out, N, 1]`` in the same scaled space as ``value``; the engine maps predictions
 back to original units before the masked loss and metrics. ``spec`` also carries the steps
-per day and the sensor graph (``adjacency``, ``[N, N]`` or None).
+per day and the sensor graph (``adjacency``: ``[N, N]`` as loaded, ``W[i, j]`` the link
+from ``i`` to ``j``, or None; ``DataSpec.adjacency_as`` gives the normalised forms).
+
+The model is built on the CPU and moved with ``.to(device)``; tensors it keeps must be
+parameters or buffers, which ``.to`` moves (the dry step warns about any that is not).
 
 Options reach the constructor in one of two ways, decided by its signature:
 
@@ -45,23 +49,96 @@ INPUT_FEATURES = ("value", "time_of_day", "day_of_week")
 
 
 class ModelError(ValueError):
-    """A model cannot be found, imported, configured or run; the message names the model."""
+    """A model cannot be found, imported, configured or run; the message names the model.
+
+    ``original`` is the exception the message was made from, if any (``--traceback`` prints
+    its whole trace)."""
+
+    def __init__(self, message: str, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+ADJACENCY_FORMS = ("raw", "symmetric", "random_walk", "reverse_random_walk",
+                   "scaled_laplacian")
 
 
 @dataclass(frozen=True, eq=False)
 class DataSpec:
-    """The facts about a dataset a model is built for."""
+    """The facts about a dataset a model is built for.
+
+    - ``num_nodes`` (N), ``input_len`` (T_in), ``output_len`` (T_out): the model maps
+      ``[B, T_in, N, F]`` to ``[B, T_out, N, 1]``.
+    - ``steps_per_day``: 288 at 5-minute data, 24 at hourly data.
+    - ``input_features``: the F input channels, in order (``value``, ``time_of_day``,
+      ``day_of_week``); ``num_features`` is their count.
+    - ``adjacency``: the sensor graph **as the dataset's files give it**, a float32 numpy
+      array ``[N, N]``, never normalised. ``adjacency[i, j]`` is the weight of the link from
+      node ``i`` to node ``j`` (DCRNN's convention): finite and non-negative, 0 where there
+      is no link, and in general **not symmetric** (directed road distances). Self-loops are
+      whatever the data hold: the Gaussian-kernel graphs of DCRNN's ``adj_mx.pkl``, of
+      ``synthetic-la`` and of los-loop, and graphs made from an edge list, have 1 on the
+      diagonal; SZ-taxi's 0/1 road links have 0. ``None`` only for a dataset without a
+      graph (the suite's loaders refuse a missing graph file, so every built-in dataset has
+      one); a graph model should refuse it (``require_adjacency``).
+
+    Published models expect one of a few normalised forms; ``adjacency_as`` returns each,
+    computed from the graph above, so that an adapter need not re-derive them.
+
+    The model is **built on the CPU and then moved** with ``.to(device)``: keep every tensor
+    it derives from the spec (a support, a Laplacian) in a parameter or a buffer
+    (``register_buffer``), never in a plain attribute or list, which ``.to`` does not move.
+    """
 
     num_nodes: int
     input_len: int = 12
     output_len: int = 12
     steps_per_day: int = 288
-    adjacency: np.ndarray | None = None  # [N, N]; graph models require it
+    adjacency: np.ndarray | None = None  # [N, N] as loaded (see above); graph models need it
     input_features: tuple[str, ...] = INPUT_FEATURES
 
     @property
     def num_features(self) -> int:
         return len(self.input_features)
+
+    def adjacency_as(self, form: str = "raw", self_loops: bool | None = None) -> np.ndarray:
+        """The graph in the form a published model expects, float32 ``[N, N]``.
+
+        ``self_loops``: ``None`` keeps the diagonal as loaded, ``True`` sets it to 1 first
+        (a self-loop on every node, as GCN's ``A + I`` on a graph without any), ``False``
+        sets it to 0. Forms:
+
+        - ``raw``: as loaded (``W``);
+        - ``symmetric``: ``D^-1/2 W D^-1/2``, ``D`` the row sums (GCN; with
+          ``self_loops=True`` Kipf & Welling's renormalised ``A + I``);
+        - ``random_walk``: ``D^-1 W``, each row summing to 1 (DCRNN's and Graph WaveNet's
+          forward transition);
+        - ``reverse_random_walk``: ``D^-1 W^T`` (their backward transition; Graph WaveNet's
+          ``doubletransition`` is ``[random_walk, reverse_random_walk]``);
+        - ``scaled_laplacian``: ``2 L / lambda_max - I`` of the symmetrised normalised
+          Laplacian without self-loops (ChebNet, STGCN, ASTGCN); ``self_loops`` is ignored.
+
+        Raises ``ValueError`` when the dataset has no graph or the form is unknown.
+        """
+        from stforecast import graph
+
+        if form not in ADJACENCY_FORMS:
+            raise ValueError(f"unknown adjacency form {form!r}; known: "
+                             f"{', '.join(ADJACENCY_FORMS)}")
+        if self.adjacency is None:
+            raise ValueError("the dataset has no graph (spec.adjacency is None)")
+        adj = np.asarray(self.adjacency, dtype=np.float32)
+        if form == "scaled_laplacian":
+            return graph.scaled_laplacian(adj)
+        if self_loops is not None:
+            adj = graph.with_self_loops(adj, 1.0 if self_loops else 0.0)
+        if form == "raw":
+            return np.array(adj, dtype=np.float32, copy=True)
+        if form == "symmetric":
+            return graph.symmetric_normalized(adj)
+        if form == "random_walk":
+            return graph.random_walk(adj)
+        return graph.random_walk(adj.T)
 
 
 @dataclass(frozen=True)
@@ -80,7 +157,9 @@ class ModelEntry:
 
     ``name`` is what the user wrote (``stid``, ``examples/net.py:Net``); ``import_path`` is
     ``module:Class`` or ``file.py:Class`` as shown in reports; ``source`` is the file whose
-    bytes ``source_sha256`` hashes, so that editing the model makes earlier runs stale.
+    bytes ``source_sha256`` hashes, and ``loaded`` the other files of the user's that its
+    import loaded (an adapter's upstream file, a package's modules), hashed by
+    ``sources_sha256``: editing any of them makes earlier runs stale.
     """
 
     name: str
@@ -89,6 +168,10 @@ class ModelEntry:
     origin: str                       # built-in | entry point | module | file
     import_path: str
     source: str | None = None         # the defining file, when there is one
+    loaded: tuple[str, ...] = ()      # the user's other files its import loaded
+    root: str | None = None           # the folder those files are named relative to
+    local_modules: tuple[str, ...] = ()   # top-level names of the user's own modules
+    packages: tuple[tuple[str, str], ...] = ()  # (distribution, version) it comes from
 
     @property
     def config_cls(self) -> type | None:
@@ -164,9 +247,32 @@ class ModelEntry:
 
     def source_sha256(self) -> str | None:
         """Hash of the file that defines the model, or None when it has no file."""
-        from stforecast.models.plugins import file_sha256
+        from stforecast.models.sources import file_sha256
 
         return file_sha256(self.source) if self.source else None
+
+    def sources_sha256(self) -> dict[str, str]:
+        """``{file: sha256}`` of the other files the model's import loaded, each named
+        relative to the model's folder (or its package's), read from disk now."""
+        from stforecast.models.sources import file_sha256, shown
+
+        out = {}
+        for file in self.loaded:
+            try:
+                out[shown(file, self.root)] = file_sha256(file)
+            except OSError:
+                out[shown(file, self.root)] = "missing"
+        return dict(sorted(out.items()))
+
+    def package_versions(self) -> dict[str, str]:
+        """``{distribution: version}`` of the installed packages the model's files import
+        (or that provide an entry point), beyond the suite's own dependencies."""
+        from stforecast.models.sources import package_versions
+
+        files = ([self.source] if self.source and self.origin != "built-in" else [])
+        out = package_versions([*files, *self.loaded], self.local_modules)
+        out.update(dict(self.packages))
+        return dict(sorted(out.items()))
 
 
 def _init_hints(cls: type) -> dict[str, Any]:
