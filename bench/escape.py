@@ -6,8 +6,9 @@ summary in ``grid.json``, the units in ``experiment.json``, an environment value
 passes through one of these functions, each for its destination:
 
 - ``md_text``: plain markdown text: control characters shown as ``\\x..``, HTML special
-  characters as entities, markdown punctuation (emphasis, links and images, headings, table
-  pipes, code) backslash-escaped; long values shortened with a note.
+  characters as entities, the markdown punctuation that could make a link, an image, a
+  heading, emphasis, a table cell or code backslash-escaped; long values shortened with a
+  note.
 - ``md_code``: a markdown code span that shows its text literally, whatever it holds.
 - ``terminal``: text for a terminal: control and escape sequences shown as ``\\x..``.
 - ``csv_cell``: a CSV cell a spreadsheet does not run as a formula.
@@ -18,11 +19,16 @@ and rendered identically by ``md_text``.
 
 from __future__ import annotations
 
+import re
+
 MAX_CHARS = 200  # longer values are shortened, with a note of how much was left out
 
-# Backslash-escaped in markdown text: emphasis (* _ ~), links and images ([ ] and the !
-# before them), headings (#), tables (|), code (`) and the backslash itself.
-_MD_PUNCTUATION = "\\`*_[]#|~!"
+# Backslash-escaped in markdown text: emphasis (* ~), headings (#), tables (|), code (`) and
+# the backslash itself; a "](" that would close a link or image text becomes "\\](". An
+# underscore inside a word, and brackets not followed by "(", cannot form anything on one
+# line (no link reference can be defined there), so honest text such as "milestones=[30,
+# 60]" or "x86_64" stays as it is.
+_MD_PUNCTUATION = "\\`*#|~"
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 CSV_LEADING = ("=", "+", "-", "@", "\t", "\r")
 
@@ -62,10 +68,11 @@ def md_text(text: object, limit: int | None = MAX_CHARS) -> str:
     """Text that renders as itself in markdown and in the HTML a viewer makes of it: no
     tag, entity, link, image, heading, emphasis or table cell boundary can come from it."""
     out = []
-    for c in visible(text, limit):
+    text = visible(text, limit)
+    for i, c in enumerate(text):
         if c in _HTML:
             out.append(_HTML[c])
-        elif c in _MD_PUNCTUATION:
+        elif c in _MD_PUNCTUATION or (c == "]" and text[i + 1:i + 2] == "("):
             out.append("\\" + c)
         else:
             out.append(c)
@@ -88,7 +95,12 @@ def md_code(text: object, limit: int | None = MAX_CHARS) -> str:
 
 def csv_cell(value: object) -> object:
     """A CSV cell a spreadsheet shows as text: a string beginning with ``= + - @`` (or a tab
-    or CR) gets a leading apostrophe; anything else is returned as it is."""
-    if isinstance(value, str) and value.startswith(CSV_LEADING):
+    or CR) gets a leading apostrophe, unless it is a plain number (``-0.5``); anything else
+    is returned as it is."""
+    if isinstance(value, str) and value.startswith(CSV_LEADING) and \
+            not _PLAIN_NUMBER.fullmatch(value):
         return "'" + value
     return value
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError
+from bench.escape import visible
 from bench.safe_files import check_name, read_bytes, read_json
 from bench.store import RunDir, parse_json, sha256_bytes
 from bench.tables import read_grid, rebuild_tables, stale
@@ -228,13 +229,13 @@ def read_baselines(exp_dir: Path, experiment: dict, notes: list[str]) -> pd.Data
     except OSError as exc:
         notes.append(f"{exc}; baselines left out")
         return pd.DataFrame()
+    df = _checked_baselines(_read_csv(raw, path), path)  # malformed: one line, exit 2
     recorded = experiment.get("baselines_sha256")
     if isinstance(recorded, str) and sha256_bytes(raw) != recorded:
         notes.append(f"{path}: does not match the checksum experiment.json records (edited or "
                      "damaged); baselines left out until 'python -m bench run' computes them "
                      "again")
         return pd.DataFrame()
-    df = _checked_baselines(_read_csv(raw, path), path)
     content = experiment.get("dataset", {}).get("content", {})
     data = content.get("sha256") if isinstance(content, dict) else None
     if isinstance(data, str) and "data_sha256" in df and set(df["data_sha256"]) != {data}:
@@ -447,13 +448,15 @@ def data_facts(res: Results) -> dict:
 
 
 def units(res: Results) -> str:
-    return data_facts(res).get("units") or "original units"
+    """The data's units as recorded, control characters escaped and shortened (the text is
+    escaped again for where it is shown)."""
+    return visible(data_facts(res).get("units") or "original units", 80)
 
 
 def dataset_title(res: Results) -> str:
-    """The dataset's own name (never the path of a user's folder)."""
+    """The dataset's own name (never the path of a user's folder), as ``units`` is."""
     name = data_facts(res).get("name") or res.experiment.get("dataset", {}).get("name", "?")
-    return Path(str(name)).name
+    return visible(Path(str(name)).name, 80)
 
 
 def interval_minutes(res: Results) -> int | None:
