@@ -81,26 +81,25 @@ def _kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def _parts(path: Path, root: Path) -> tuple[str, ...]:
-    """The components of ``path`` below ``root``; ``Refused`` for anything that leaves it."""
-    try:
-        rel = Path(path).relative_to(root)
-    except ValueError:
-        raise Refused(path, f"outside {root}, not read") from None
-    parts = rel.parts
+def _parts(path: Path | str, root: Path | str) -> tuple[str, ...]:
+    """The components of ``path`` below ``root``; ``Refused`` for anything that leaves it.
+    (String operations: this runs for every file of a grid of thousands of runs.)"""
+    text, base = os.fspath(path), os.fspath(root).rstrip(os.sep) or os.sep
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    if not text.startswith(prefix):
+        raise Refused(path, f"outside {root}, not read")
+    parts = tuple(text[len(prefix):].split(os.sep))
     if not parts or any(p in ("", ".", "..") for p in parts):
         raise Refused(path, f"not a plain path inside {root}")
     return parts
 
 
-def _open_dir(root: Path, parts: tuple[str, ...]) -> int:
+def _open_dir(root: Path | str, parts: tuple[str, ...]) -> int:
     """A descriptor of ``root/parts...``, each component a real folder (no link followed
     below ``root``); ``Refused`` or ``FileNotFoundError`` naming the first bad component."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    here = Path(root)
     try:
-        for part in parts:
-            here = here / part
+        for i, part in enumerate(parts):
             try:
                 nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                               dir_fd=fd)
@@ -113,7 +112,7 @@ def _open_dir(root: Path, parts: tuple[str, ...]) -> int:
                     raise exc from None
                 why = ("a file where a folder is expected" if stat.S_ISREG(mode)
                        else _kind_of(mode))
-                raise Refused(here, why) from None
+                raise Refused(Path(root, *parts[:i + 1]), why) from None
             os.close(fd)
             fd = nfd
     except BaseException:
@@ -122,19 +121,18 @@ def _open_dir(root: Path, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def _open_file(path: Path, root: Path | None) -> int:
+def _open_file(path: Path | str, root: Path | str | None) -> int:
     """A read-only descriptor of a regular file, opened without following links below
-    ``root`` (or, without a root, at its last component only when ``nofollow``)."""
-    path = Path(path)
+    ``root`` (without a root, at its last component only)."""
     if root is None:
-        parent, name = path.parent, path.name
+        parent, name = os.path.split(os.fspath(path))
         if not name:
             raise Refused(path, "a folder where a file is expected")
-        dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dfd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     else:
-        parts = _parts(path, Path(root))
+        parts = _parts(path, root)
         name = parts[-1]
-        dfd = _open_dir(Path(root), parts[:-1])
+        dfd = _open_dir(root, parts[:-1])
     try:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
@@ -172,11 +170,7 @@ def read_bytes(path: Path | str, kind: str, root: Path | str | None = None, *,
     (links followed, still a regular file) and ``follow=False`` refuses a link at the last
     component. ``FileNotFoundError`` when absent, ``Refused`` (an ``OSError``) when refused."""
     limit = LIMITS[kind]
-    path = Path(path)
-    if root is None and follow:
-        fd = _open_user_file(path)
-    else:
-        fd = _open_file(path, None if root is None else Path(root))
+    fd = _open_user_file(Path(path)) if root is None and follow else _open_file(path, root)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between the check and the open
@@ -310,9 +304,8 @@ def make_real_folder(path: Path | str, root: Path | str) -> list[str]:
     """Make ``path`` below ``root`` a real folder: every component that is a link or not a
     folder is removed (the entry itself, never what it points to) and created afresh.
     Returns a note per replaced component."""
-    root, path = Path(root), Path(path)
     notes = []
-    here = root
+    here = Path(root)
     for part in _parts(path, root):
         here = here / part
         try:

@@ -239,6 +239,8 @@ class FileLock:
                 fd = self._open()
         except Refused as exc:
             raise LockRefused(str(exc)) from None
+        except StoreError:
+            raise
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:

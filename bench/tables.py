@@ -339,6 +339,9 @@ def rebuild_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
     try:
         *texts, problems = render_tables(exp_dir)
         notes = list(problems)
+        if lock is None and unlocked != "the folder is not writable":
+            notes.append(f"{unlocked.removesuffix(', so nothing is written')}: the tables are "
+                         "checked without it and nothing is written")
         changed = []
         for name, text in zip(("epochs.csv", "summary.csv"), texts):
             path = exp_dir / name
