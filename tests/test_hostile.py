@@ -527,3 +527,57 @@ def test_in_a_process_fifos_devices_and_bombs_end_in_one_line(world):
         done = _bench(args, w.root)
         assert "Traceback" not in done.stderr and done.returncode == want, (args, done.stderr)
     assert sentinel(w) == before
+
+
+# -- data files: shape before size ----------------------------------------------------------
+def _npy_declaring(shape: tuple[int, ...]) -> bytes:
+    """An .npy header declaring ``shape`` of float32, followed by a few bytes of data."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue() + b"\0" * 64
+
+
+@pytest.mark.parametrize("shape", ["sparse 2 GB series.csv", "series.csv is a FIFO",
+                                   "npz member declares 10^12 values",
+                                   "dataset.yaml repeats a key", "lines wider than the header"])
+def test_hostile_data_files_end_in_one_data_error(tmp_path, shape):
+    import zipfile
+
+    from stforecast.datasets import DataError
+    from stforecast.datasets.loaders import load_path
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "adj.npy").write_bytes(_npy_declaring((2, 2)))
+    series = folder / "series.csv"
+    if shape == "sparse 2 GB series.csv":
+        with open(series, "wb") as fh:
+            fh.truncate(2 << 30)
+    elif shape == "series.csv is a FIFO":
+        os.mkfifo(series)
+    elif shape == "lines wider than the header":
+        series.write_text("a,b\n" + "1," * 10_000 + "1\n")
+    elif shape == "dataset.yaml repeats a key":
+        series.write_text("a,b\n1,2\n")
+        (folder / "dataset.yaml").write_text("series: series.csv\nunits: mph\nunits: km/h\n")
+    else:
+        series = folder / "series.npz"
+        with zipfile.ZipFile(series, "w") as zf:
+            zf.writestr("data.npy", _npy_declaring((10**6, 10**6)))
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Hung("load")))
+    signal.alarm(HANG)
+    try:
+        with pytest.raises(DataError) as info:
+            load_path(folder if shape == "dataset.yaml repeats a key" else series,
+                      adjacency=folder / "adj.npy")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    message = str(info.value)
+    named = "dataset.yaml" if shape == "dataset.yaml repeats a key" else series.name
+    assert "\n" not in message and named in message, message
