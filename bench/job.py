@@ -77,6 +77,9 @@ def job_done(run: RunDir, job: Job, payload: dict, digest: str) -> tuple[bool, s
         status = run.read_status()
     except ValueError as exc:
         return False, str(exc)
+    foreign = run.binding_problem(status, foreign_only=True)  # copied from another run
+    if foreign is not None:
+        return False, foreign
     if status is not None and status.get("config_hash") != digest:
         return False, f"{run.root}: stale, {_what_changed(run, payload)}"
     problem = run.verify(status) or run.binding_problem(status)

@@ -29,7 +29,7 @@ from bench.config import ConfigError
 from bench.data import data_facts, load_data
 from bench.identity import describe_changes, experiment_identity, split_changes
 from bench.profile import Profile
-from bench.safe_files import read_bytes, read_json
+from bench.safe_files import read_bytes, read_json, reason_of
 from bench.store import (
     FileLock,
     atomic_write_json,
@@ -78,8 +78,7 @@ def record_experiment(exp_dir: Path, profile: Profile, parameters: int) -> list[
         try:
             old = read_json(path, "experiment", exp_dir)
         except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"{path}: unreadable ({why.removeprefix(f'{path}: ')}); move it "
+            raise ConfigError(f"{path}: unreadable ({reason_of(exc)}); move it "
                               "aside to start afresh") from None
         old_identity = {k: old.get(k) for k in current} if isinstance(old, dict) else {}
         settings, versions = split_changes(old_identity, current)

@@ -225,17 +225,31 @@ def depth(value: Any, limit: int = JSON_DEPTH) -> int:
     return deepest
 
 
+class Unreadable(ValueError):
+    """A file whose text is not what it should be; ``reason`` says why, ``str`` names it."""
+
+    def __init__(self, where: Path | str, reason: str) -> None:
+        super().__init__(f"{where}: unreadable ({reason})")
+        self.reason = reason
+
+
+def reason_of(exc: BaseException) -> str:
+    """The reason an ``Unreadable`` or ``OSError`` (``Refused`` included) gives, without the
+    path, for a message that names the path itself."""
+    return (getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc))
+
+
 def parse_json(data: bytes | str, where: Path | str) -> Any:
     """JSON from its bytes; any failure (bad text, nesting beyond ``JSON_DEPTH``, Python's
-    recursion limit) is a ``ValueError`` naming ``where``."""
+    recursion limit) is ``Unreadable`` (a ``ValueError``) naming ``where``."""
     try:
         value = json.loads(data)
     except RecursionError:
-        raise ValueError(f"{where}: unreadable (JSON nested too deeply)") from None
+        raise Unreadable(where, "JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{where}: unreadable ({str(exc)[:200]})") from None
+        raise Unreadable(where, str(exc)[:200]) from None
     if depth(value) > JSON_DEPTH:
-        raise ValueError(f"{where}: unreadable (JSON nested more than {JSON_DEPTH} deep)")
+        raise Unreadable(where, f"JSON nested more than {JSON_DEPTH} deep")
     return value
 
 

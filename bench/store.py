@@ -428,34 +428,36 @@ class RunDir:
                 raise ValueError(f"{self.records}: unreadable ({exc.strerror or exc})") from None
         return parse_records(data, self.records)
 
-    def binding_problem(self, status: dict | None) -> str | None:
+    def binding_problem(self, status: dict | None, foreign_only: bool = False) -> str | None:
         """Why this folder is not the run its path names, or None.
 
         ``config.json`` (the one ``status.json`` vouches for) must describe the schedule,
         seed and epochs of the path ``runs/<schedule>/<run>`` and carry the ``config_hash``
         the status records: a folder copied from another run, with or without its
         ``config_hash`` edited, is foreign. A status without a config vouches for no run
-        (nothing to reuse), and is not a problem by itself."""
+        (nothing to reuse), and is not a problem by itself. With ``foreign_only``, only a
+        readable, vouched-for config that names another run is a problem (the caller checks
+        the rest its own way)."""
         if status is None:
             return None
         try:
             data = self.read_optional("config.json")
         except ValueError as exc:
-            return str(exc)
+            return None if foreign_only else str(exc)
         if data is None:
             has_results = any(self.vouched_by(status, n) for n in ("records.csv",
                                                                    "checkpoint.pt"))
             return (f"{self.config}: missing, so the run's records cannot be bound to this "
-                    "folder" if has_results else None)
+                    "folder" if has_results and not foreign_only else None)
         if sha256_bytes(data) not in self.vouched_by(status, "config.json"):
-            return f"{self.config}: not the one status.json vouches for"
+            return None if foreign_only else f"{self.config}: not the one status.json vouches for"
         try:
             doc = parse_json(data, self.config)
         except ValueError as exc:
-            return str(exc)
+            return None if foreign_only else str(exc)
         config = doc.get("config") if isinstance(doc, dict) else None
         if not isinstance(config, dict):
-            return f"{self.config}: not a run config"
+            return None if foreign_only else f"{self.config}: not a run config"
         want = run_of_path(self.root)
         schedule = config.get("schedule")
         found = (schedule.get("name") if isinstance(schedule, dict) else None,

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.config import ConfigError
 from bench.plan import Job, fold
-from bench.safe_files import check_name, parse_json, read_bytes, read_json
+from bench.safe_files import check_name, parse_json, read_bytes, read_json, reason_of
 from bench.store import (
     EPOCH_KEYS,
     LockRefused,
@@ -61,8 +61,7 @@ def read_grid(exp_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {"cells": [], "schedules": {}, "order": []}
     except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{path}: unreadable ({why.removeprefix(f'{path}: ')}); restore it "
+        raise ConfigError(f"{path}: unreadable ({reason_of(exc)}); restore it "
                           "or move the experiment folder aside") from None
     if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list):
         raise ConfigError(f"{path}: not a grid file (no 'cells' list)")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.config import ConfigError
 from bench.escape import visible
-from bench.safe_files import check_name, read_bytes, read_json
+from bench.safe_files import check_name, read_bytes, read_json, reason_of
 from bench.store import RunDir, parse_json, sha256_bytes
 from bench.tables import read_grid, rebuild_tables, stale
 
@@ -120,8 +120,7 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{path}: unreadable ({why.removeprefix(f'{path}: ')})") from None
+        raise ConfigError(f"{path}: unreadable ({reason_of(exc)})") from None
     if not _experiment_ok(experiment):
         raise ConfigError(f"{path}: not an experiment record; run 'python -m bench run' "
                           "again to rewrite it")
