@@ -29,7 +29,7 @@ from bench.config import ConfigError
 from bench.data import data_facts, load_data
 from bench.identity import describe_changes, experiment_identity, split_changes
 from bench.profile import Profile
-from bench.safe_files import read_bytes, read_json, reason_of
+from bench.safe_files import clear_for_write, read_bytes, read_json, reason_of
 from bench.store import (
     FileLock,
     atomic_write_json,
@@ -114,7 +114,8 @@ def write_baselines(exp_dir: Path, profile: Profile) -> str | None:
     raw = _read_optional(path, exp_dir)
     recorded = _recorded_baselines_sum(exp_dir)
     if raw is None:
-        why = "it was missing"
+        why = ("it was not a regular file within its size limit" if os.path.lexists(path)
+               else "it was missing")
     elif _baselines_of(raw) != digest:
         why = "it was made from other data"
     elif recorded is not None and sha256_bytes(raw) != recorded:
@@ -126,6 +127,7 @@ def write_baselines(exp_dir: Path, profile: Profile) -> str | None:
         for split in ("val", "test"):
             rows.append({"baseline": name, "split": split, **evaluate_baseline(name, data, split),
                          "data_sha256": digest})
+    clear_for_write(path)  # a folder or FIFO in its place: computed again, so replaced
     atomic_write_text(path, rows_to_csv(rows))
     return why
 

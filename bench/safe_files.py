@@ -314,6 +314,20 @@ def remove_entry(path: Path | str) -> None:
         path.unlink()
 
 
+def clear_for_write(path: Path | str) -> bool:
+    """Remove a folder, FIFO or device that stands where the suite writes a file it owns
+    (a derived table, baselines); a link or a regular file is left to the atomic rename,
+    which replaces the entry itself. Returns whether something was removed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return False
+    remove_entry(path)
+    return True
+
+
 def make_real_folder(path: Path | str, root: Path | str) -> list[str]:
     """Make ``path`` below ``root`` a real folder: every component that is a link or not a
     folder is removed (the entry itself, never what it points to) and created afresh.

@@ -26,7 +26,14 @@ from typing import Any
 
 from bench.config import ConfigError
 from bench.plan import Job, fold
-from bench.safe_files import check_name, parse_json, read_bytes, read_json, reason_of
+from bench.safe_files import (
+    check_name,
+    clear_for_write,
+    parse_json,
+    read_bytes,
+    read_json,
+    reason_of,
+)
 from bench.store import (
     EPOCH_KEYS,
     LockRefused,
@@ -295,6 +302,8 @@ def render_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
 def write_tables(exp_dir: Path) -> list[str]:
     """Rewrite ``epochs.csv`` and ``summary.csv`` atomically; return problems found."""
     epochs, summary, problems = render_tables(exp_dir)
+    for name in ("epochs.csv", "summary.csv"):
+        clear_for_write(exp_dir / name)  # derived: a folder or FIFO there is replaced
     atomic_write_text(exp_dir / "epochs.csv", epochs)
     atomic_write_text(exp_dir / "summary.csv", summary)
     return problems
