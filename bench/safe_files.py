@@ -85,7 +85,12 @@ def _parts(path: Path | str, root: Path | str) -> tuple[str, ...]:
     """The components of ``path`` below ``root``; ``Refused`` for anything that leaves it.
     (String operations: this runs for every file of a grid of thousands of runs.)"""
     text, base = os.fspath(path), os.fspath(root).rstrip(os.sep) or os.sep
-    prefix = base if base.endswith(os.sep) else base + os.sep
+    if base in (".", ""):  # the current folder: any relative path below it
+        prefix = ""
+        if os.path.isabs(text):
+            raise Refused(path, f"outside {root}, not read")
+    else:
+        prefix = base if base.endswith(os.sep) else base + os.sep
     if not text.startswith(prefix):
         raise Refused(path, f"outside {root}, not read")
     parts = tuple(text[len(prefix):].split(os.sep))

@@ -437,7 +437,7 @@ class RunDir:
         ``config_hash`` edited, is foreign. A status without a config vouches for no run
         (nothing to reuse), and is not a problem by itself. With ``foreign_only``, only a
         readable, vouched-for config that names another run is a problem (the caller checks
-        the rest its own way)."""
+        the rest, the config_hash included, its own way)."""
         if status is None:
             return None
         try:
@@ -468,9 +468,9 @@ class RunDir:
             return (f"{self.root}: foreign, its config.json describes another run (schedule "
                     f"'{terminal(found[0], 60)}', seed {terminal(found[1], 20)}, epochs "
                     f"{terminal(found[2], 20)}) than its folder names (copied from elsewhere)")
-        if doc.get("config_hash") != status.get("config_hash"):
-            return (f"{self.root}: foreign, status.json's config_hash is not its config.json's "
-                    "(copied from another run)")
+        if doc.get("config_hash") != status.get("config_hash") and not foreign_only:
+            return (f"{self.root}: status.json's config_hash is not its config.json's (edited, "
+                    "or copied from another run)")
         return None
 
 

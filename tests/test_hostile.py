@@ -581,3 +581,47 @@ def test_hostile_data_files_end_in_one_data_error(tmp_path, shape):
     message = str(info.value)
     named = "dataset.yaml" if shape == "dataset.yaml repeats a key" else series.name
     assert "\n" not in message and named in message, message
+
+
+# -- the pieces ---------------------------------------------------------------------------
+def test_escape_functions_leave_honest_text_and_defuse_the_rest():
+    from bench.escape import csv_cell, md_code, md_text, terminal
+
+    honest = "lr=0.001, milestones=[30, 60, 90], x86_64, warmup_cosine (β=0.9/0.999)"
+    assert md_text(honest) == honest and md_code(honest) == f"`{honest}`"
+    assert terminal(honest) == honest
+    hostile = "![i](http://x/i.png) <img src=x> &#60; | # h *b* `c` \x1b[2J\r\n\u202e"
+    text = md_text(hostile)
+    for raw in ("](", "<img", "&#60;", " | ", " # ", "*b*", "`c`", "\x1b", "\r", "\n",
+                "\u202e"):
+        assert raw not in text.replace("\\](", "").replace("\\|", "").replace("\\#", "")
+    assert "\\x1b" in terminal(hostile) and "\x1b" not in terminal(hostile)
+    code = md_code("a`b|c")
+    assert code.startswith("``") and "\\|" in code and "a`b" in code
+    assert terminal("x" * 500).endswith("(300 more characters)")
+    assert [csv_cell(v) for v in ("=1+2", "+x", "-0.5", "@a", "plain", 3.0)] == \
+        ["'=1+2", "'+x", "-0.5", "'@a", "plain", 3.0]
+
+
+def test_the_reader_refuses_links_specials_and_oversized_files(tmp_path):
+    from bench.safe_files import LIMITS, Refused, parse_json, read_bytes
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub/ok.json").write_text("{}")
+    (tmp_path / "secret").write_text("x")
+    os.symlink(tmp_path / "secret", root / "link")
+    os.symlink(tmp_path, root / "dirlink")
+    os.mkfifo(root / "fifo")
+    with open(root / "big", "wb") as fh:
+        fh.truncate(LIMITS["status"] + 1)
+    assert read_bytes(root / "sub/ok.json", "status", root) == b"{}"
+    for name, why in (("link", "symbolic link"), ("dirlink/secret", "symbolic link"),
+                      ("fifo", "FIFO"), ("sub", "folder"), ("big", "limit"),
+                      ("../secret", "not a plain path")):
+        with pytest.raises(Refused, match=why):
+            read_bytes(root / name, "status", root)
+    with pytest.raises(FileNotFoundError):
+        read_bytes(root / "absent", "status", root)
+    with pytest.raises(ValueError, match="nested"):
+        parse_json("[" * 65 + "]" * 65, "x.json")
