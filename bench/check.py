@@ -16,21 +16,31 @@ another machine while cells with a small spread are held to the tolerance.
 A result cell the baseline lacks (a schedule or budget added since) is listed as "not in
 baseline" and fails nothing. The results' ``epochs.csv`` and ``summary.csv`` are rebuilt from
 the run folders before they are compared (``bench.report.results.load_results``).
+
+The gate cannot pass vacuously: a baseline is validated as strictly as a profile (plain
+schedule names, budgets and seed counts in range, a finite positive MAE and a finite spread
+no larger than n non-negative values allow, ``mean * sqrt(n)``, in every row), else exit 2;
+a check that compared no finished result exits 1.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError
+from bench.escape import terminal
+from bench.profile import MAX_BUDGET
 from bench.report.markdown import md_table
 from bench.report.results import load_results
-from bench.store import atomic_write_text, rows_to_csv
+from bench.safe_files import name_problem, read_bytes
+from bench.store import atomic_write_text, rows_to_csv, short_repr
 
 BASELINE_COLUMNS = ["schedule", "budget", "seeds", "test_mae"]
 NOT_IN_BASELINE = "not in baseline"
@@ -72,13 +82,22 @@ def current_means(summary: pd.DataFrame) -> pd.DataFrame:
                          SPREAD_COLUMN: std}).reset_index()
 
 
+MAX_SEEDS = 1000  # as many as --seeds accepts
+
+
 def read_baseline(path: Path) -> pd.DataFrame:
+    """A baseline file, every row checked (see the module doc); else ``ConfigError``."""
     try:
-        df = pd.read_csv(path, skipinitialspace=True)  # "schedule, budget, ..." reads too
+        raw = read_bytes(path, "baselines", follow=True)
     except FileNotFoundError:
         raise ConfigError(f"{path}: baseline file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable baseline ({exc.strerror or exc})") from None
+    try:
+        # "schedule, budget, ..." reads too; names stay text
+        df = pd.read_csv(io.BytesIO(raw), skipinitialspace=True, dtype={"schedule": str})
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: malformed baseline ({exc})") from None
+        raise ConfigError(f"{path}: malformed baseline ({terminal(exc, 200)})") from None
     missing = [c for c in BASELINE_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: malformed baseline, missing column(s) {', '.join(missing)}; "
@@ -88,21 +107,43 @@ def read_baseline(path: Path) -> pd.DataFrame:
     if df[["budget", "seeds", "test_mae"]].isna().any().any():
         raise ConfigError(f"{path}: malformed baseline, empty or non-numeric values")
     try:
-        df["budget"] = df["budget"].astype(int)
-        df["seeds"] = df["seeds"].astype(int)
-        df["test_mae"] = df["test_mae"].astype(float)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: malformed baseline, non-numeric values ({exc})") from None
+        for col in ("budget", "seeds"):
+            values = pd.to_numeric(df[col], errors="raise").astype(float)
+            if not (np.isfinite(values) & (values == np.round(values))
+                    & (values.abs() < 2**31)).all():
+                raise ValueError(f"{col} must be whole numbers")
+            df[col] = values.astype(int)
+        df["test_mae"] = pd.to_numeric(df["test_mae"], errors="raise").astype(float)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{path}: malformed baseline, non-numeric values "
+                          f"({terminal(exc, 120)})") from None
     if SPREAD_COLUMN in df.columns:
         spread = pd.to_numeric(df[SPREAD_COLUMN], errors="coerce")
-        if spread.isna().any() or (spread < 0).any():
-            raise ConfigError(f"{path}: malformed baseline, {SPREAD_COLUMN} must be a number "
-                              ">= 0 in every row")
+        if spread.isna().any() or (spread < 0).any() or not np.isfinite(spread).all():
+            raise ConfigError(f"{path}: malformed baseline, {SPREAD_COLUMN} must be a finite "
+                              "number >= 0 in every row")
         df[SPREAD_COLUMN] = spread
     else:
         df[SPREAD_COLUMN] = 0.0
-    if (df["test_mae"] <= 0).any():
-        raise ConfigError(f"{path}: malformed baseline, test_mae must be positive")
+    if (df["test_mae"] <= 0).any() or not np.isfinite(df["test_mae"]).all():
+        raise ConfigError(f"{path}: malformed baseline, test_mae must be positive and finite "
+                          "in every row")
+    for r in df.itertuples():
+        where = f"{path}: malformed baseline, row {terminal(r.schedule, 60)}@{r.budget}"
+        why = name_problem(r.schedule)
+        if why is not None:
+            raise ConfigError(f"{path}: malformed baseline, schedule {short_repr(r.schedule)} "
+                              f"is not a plain name ({why})")
+        if not (1 <= r.budget <= MAX_BUDGET):
+            raise ConfigError(f"{where}: budget must be in [1, {MAX_BUDGET}]")
+        if not (1 <= r.seeds <= MAX_SEEDS):
+            raise ConfigError(f"{where}: seeds must be in [1, {MAX_SEEDS}]")
+        bound = r.test_mae * math.sqrt(r.seeds)
+        if getattr(r, SPREAD_COLUMN) > bound:
+            raise ConfigError(
+                f"{where}: {SPREAD_COLUMN} {getattr(r, SPREAD_COLUMN):.4g} is more than "
+                f"{r.seeds} non-negative values with mean {r.test_mae:.4g} can spread "
+                f"({bound:.4g})")
     if df.duplicated(["schedule", "budget"]).any():
         raise ConfigError(f"{path}: malformed baseline, a (schedule, budget) appears twice")
     return df
@@ -129,7 +170,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float, whe
         now = float(cur[(r.schedule, int(r.budget))].test_mae)
         reason = check.fails(now)
         change = "–" if math.isnan(now) else f"{100 * (now / check.baseline - 1):+.2f} %"
-        rows.append([r.schedule, str(r.budget), f"{check.baseline:.4f}",
+        rows.append([terminal(r.schedule, 60), str(r.budget), f"{check.baseline:.4f}",
                      "–" if math.isnan(now) else f"{now:.4f}", change,
                      f"{100 * (check.limit / check.baseline - 1):+.2f} %",
                      "REGRESSION" if reason else "ok"])
@@ -139,8 +180,8 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float, whe
     for (schedule, budget), r in cur.items():
         if (schedule, budget) not in listed:
             now = float(r.test_mae)
-            rows.append([schedule, str(budget), "–", "–" if math.isnan(now) else f"{now:.4f}",
-                         "–", "–", NOT_IN_BASELINE])
+            rows.append([terminal(schedule, 60), str(budget), "–",
+                         "–" if math.isnan(now) else f"{now:.4f}", "–", "–", NOT_IN_BASELINE])
     return rows, failures
 
 
@@ -153,7 +194,7 @@ def cmd_check(args) -> int:
         res = load_results(exp_dir, notes)
     finally:
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"note: {terminal(note, 1000)}", file=sys.stderr)
     current = current_means(res.summary)
     if args.write_baseline:
         if current["test_mae"].isna().any():
@@ -173,15 +214,20 @@ def cmd_check(args) -> int:
     print(md_table(["schedule", "budget", "baseline", "current", "change", "allowed", ""], rows,
                    "lrrrrrl"))
     for reason in failures:
-        print(f"regression: {reason}", file=sys.stderr)
+        print(f"regression: {terminal(reason, 1000)}", file=sys.stderr)
     extra = [f"{r[0]}@{r[1]}" for r in rows if r[-1] == NOT_IN_BASELINE]
     if extra:
         print(f"note: {len(extra)} result cell(s) not in baseline, not checked: "
               f"{', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}", file=sys.stderr)
     checked = len(rows) - len(extra)
+    compared = sum(1 for r in rows if r[-1] != NOT_IN_BASELINE and r[3] != "–")
     verdict = (f"{len(failures)} of {checked} cells regressed beyond "
                f"{100 * args.tolerance:.1f} % plus seed noise" if failures
                else f"all {checked} cells within {100 * args.tolerance:.1f} % plus seed noise "
                     "of the baseline")
     print(verdict, file=sys.stderr)
+    if compared == 0:
+        print("error: compared nothing: no cell of the baseline has a finished result here; "
+              "the gate does not pass", file=sys.stderr)
+        return 1
     return 1 if failures else 0

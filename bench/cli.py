@@ -185,14 +185,19 @@ def check_experiment_name(name: str) -> str:
     from bench.config import ConfigError
 
     if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name
-            or os.path.isabs(name) or not name.isprintable()):
-        raise ConfigError(f"--experiment {name!r}: not a plain name (no path separators, "
-                          "'..' or absolute path; it names a folder inside --results)")
+            or os.path.isabs(name) or not name.isprintable()
+            or len(name.encode("utf-8", "surrogatepass")) > 200):
+        from bench.store import short_repr
+
+        raise ConfigError(f"--experiment {short_repr(name)}: not a plain name (at most 200 "
+                          "bytes, no path separators, '..' or absolute path; it names a folder "
+                          "inside --results)")
     return name
 
 
 def _main(argv: list[str] | None = None) -> int:
     from bench.config import ConfigError
+    from bench.escape import terminal
     from bench.store import StoreError
     from schedules import ScheduleError
     from stforecast.datasets import DataError
@@ -230,10 +235,11 @@ def _main(argv: list[str] | None = None) -> int:
             from stforecast.models.sources import original
 
             traceback.print_exception(original(exc), file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal(exc, 2000)}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"error: {exc}; results written so far are intact", file=sys.stderr)
+        print(f"error: {terminal(exc, 2000)}; results written so far are intact",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to resume", file=sys.stderr)

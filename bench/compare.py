@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from bench.config import ConfigError
+from bench.escape import md_code, md_text, terminal
 from bench.report.markdown import md_table
 from bench.report.results import Results, load_results, per_seed, ranking, tuned_view
 from bench.report.stats import VERDICT_RULE, holm, paired_comparison, verdict
@@ -97,7 +98,8 @@ def recommend(table: Budget, results: dict[str, Results], order: list[str]
     top = names[0]
     near = [s for s in names if table.mean_ratio(s) <= 1 + NEAR_BEST]
     none = (f"At {b} epochs no schedule is reliably better; within 1 % of the best on average: "
-            + ", ".join(f"`{s}`" for s in near) + " ({why}).")
+            + ", ".join(f"`{s}`" for s in near).replace("{", "{{").replace("}", "}}")
+            + " ({why}).")
     if len(names) < 2:
         return None, none.format(why="only one schedule ran")
     if ranks.count(ranks[0]) > 1:
@@ -105,7 +107,7 @@ def recommend(table: Budget, results: dict[str, Results], order: list[str]
     missing = [e for e in table.experiments if top not in table.means[e]]
     if missing:
         return None, none.format(why=f"`{top}`, best by mean rank, did not run in "
-                                     + ", ".join(f"`{e}`" for e in missing))
+                                     + ", ".join(md_code(e) for e in missing))
     for e in table.experiments:
         best = min(table.means[e], key=table.means[e].get)
         if best == top:
@@ -113,7 +115,8 @@ def recommend(table: Budget, results: dict[str, Results], order: list[str]
         cmp = paired_comparison(per_seed(results[e], best, b), per_seed(results[e], top, b))
         word = verdict(cmp["mean"], cmp["p"], cmp["n"]) if cmp else "no shared seeds"
         if word != "no detectable difference":
-            return None, none.format(why=f"in `{e}` its best, `{best}`, against `{top}`: {word}")
+            return None, none.format(why=f"in {md_code(e)} its best, `{best}`, against "
+                                         f"`{top}`: {word}")
     seen: list[str] = []  # the verdicts that kept it from being better than all others
     for e in table.experiments:
         others = [s for s in table.means[e] if s != top]
@@ -128,7 +131,7 @@ def recommend(table: Budget, results: dict[str, Results], order: list[str]
             return top, (f"At {b} epochs use `{top}`: best mean rank "
                          f"({table.mean_rank(top):.2f}), never detectably worse than an "
                          f"experiment's best, and detectably better than every other schedule "
-                         f"in `{e}`.")
+                         f"in {md_code(e)}.")
         seen += [w for w in dict.fromkeys(words) if w != "better" and w not in seen]
     return None, none.format(why=f"`{top}`, best by mean rank, is detectably better than every "
                                  "other schedule in no experiment"
@@ -145,7 +148,8 @@ def describe(res: Results) -> str:
     data = dataset.get("content", {}).get("name") or dataset.get("name")
     model = res.experiment.get("model", {}).get("name")
     seeds = res.finished()["seed"].nunique()
-    return f"`{res.name}` (dataset {_label(data)}, model {_label(model)}, {seeds} seeds)"
+    return (f"{md_code(res.name)} (dataset {md_text(_label(data))}, model "
+            f"{md_text(_label(model))}, {seeds} seeds)")
 
 
 def render(name: str, results: list[Results], tables: list[Budget], order: list[str],
@@ -175,7 +179,7 @@ def render(name: str, results: list[Results], tables: list[Budget], order: list[
                          f"{table.mean_ratio(s):.3f}"])
         _, sentence = recommend(table, by_name, order)
         parts.append(f"## {table.budget} epochs\n\n"
-                     + md_table(["schedule", *[f"`{e}`" for e in table.experiments],
+                     + md_table(["schedule", *[md_code(e) for e in table.experiments],
                                  "mean rank", "mean ratio"], rows)
                      + f"\n\n**Recommendation.** {sentence}")
     parts.append("## Performance profile\n\n"
@@ -210,8 +214,10 @@ def write_compare(results: list[Results], out_dir: Path, name: str,
     tables, order = tabulate(results)
     if not tables:
         raise ConfigError("no finished runs in these experiments; nothing to compare")
+    from bench.report.command import _make_folder
+
     target = out_dir / name
-    target.mkdir(parents=True, exist_ok=True)
+    _make_folder(target)
     figure = "performance_profile.png"
     performance_profile_figure(profile_ratios(tables, order), order, target / figure,
                                tau_max=TAU_MAX, title=f"Performance profile ({name})")
@@ -235,14 +241,14 @@ def cmd_compare(args) -> int:
     for n in [*names, args.name]:
         check_experiment_name(n)  # plain names: nothing read or written outside the folders
     for n in names:
-        if not (results_dir / n).is_dir():
+        if not (results_dir / n).is_dir() and not (results_dir / n).is_symlink():
             print(f"error: unknown experiment '{n}' (no folder {results_dir / n})",
                   file=sys.stderr)
             return 2
     notes: list[str] = []
     results = [load_results(results_dir / n, notes) for n in names]
     for note in dict.fromkeys(notes):
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {terminal(note, 1000)}", file=sys.stderr)
     settings = args.settings or ("tuned" if all(res.tuning for res in results) else "own")
     path = write_compare(results, Path(args.out), args.name, settings)
     print(f"wrote {path} and performance_profile.png", file=sys.stderr)

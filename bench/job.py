@@ -12,12 +12,18 @@ Nothing a run folder holds is reused unverified: every file must match the check
 weights-only loader (it cannot execute code). A run that fails any check is redone from epoch 0
 with one note naming the file. While a run trains, each save first checks that its folder,
 lock and ``config.json`` are still the ones it started with.
+
+A run folder is used only as what its path names: every folder from the experiment folder
+down is a real folder (a link, or a file where a folder is expected, is replaced by an empty
+folder with a note: nothing is written through a link), the lock is a regular file opened
+without following links, and a folder whose ``config.json`` describes another run (copied
+from elsewhere, with or without its ``config_hash``) is foreign and redone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,6 +35,7 @@ from bench.identity import config_hash, describe_changes, run_payload
 from bench.plan import Job
 from bench.profile import Profile
 from bench.provenance import environment
+from bench.safe_files import make_real_folder, parse_json, remove_entry
 from bench.store import (
     FileLock,
     RunDir,
@@ -70,13 +77,16 @@ def job_done(run: RunDir, job: Job, payload: dict, digest: str) -> tuple[bool, s
         status = run.read_status()
     except ValueError as exc:
         return False, str(exc)
+    foreign = run.binding_problem(status, foreign_only=True)  # copied from another run
+    if foreign is not None:
+        return False, foreign
     if status is not None and status.get("config_hash") != digest:
         return False, f"{run.root}: stale, {_what_changed(run, payload)}"
-    problem = run.verify(status)
+    problem = run.verify(status) or run.binding_problem(status)
     if problem is not None:
         return False, problem
     rows = None
-    if status is not None and run.records.exists():
+    if status is not None and run.vouched_by(status, "records.csv"):
         try:
             rows = run.read_records()
         except ValueError as exc:
@@ -96,7 +106,7 @@ def job_done(run: RunDir, job: Job, payload: dict, digest: str) -> tuple[bool, s
 def _what_changed(run: RunDir, payload: dict) -> str:
     """The keys of the run's recorded config that differ from the current one."""
     try:
-        old = json.loads(run.config.read_text()).get("config")
+        old = parse_json(run.read("config.json"), run.config).get("config")
     except (OSError, ValueError, AttributeError):
         old = None
     if not isinstance(old, dict):
@@ -122,10 +132,11 @@ class RunSession:
 
     def __init__(self, job: Job, item: NamedSchedule, profile: Profile, exp_dir: str) -> None:
         self.job, self.item, self.profile = job, item, profile
-        self.run = RunDir(Path(exp_dir) / "runs" / job.key)
+        self.exp_dir = Path(exp_dir)
+        self.run = RunDir(self.exp_dir / "runs" / job.key, base=self.exp_dir)
         self.payload = run_payload(profile, item, job)
         self.digest = config_hash(self.payload)
-        self.lock = FileLock(self.run.lock, blocking=False)
+        self.lock = FileLock(self.run.lock, blocking=False, replace=True)
         self.done, self.problem = False, None
         self.notes: list[str] = []
         self.trainer: Trainer | None = None
@@ -137,12 +148,18 @@ class RunSession:
 
     def open(self) -> JobOutcome | None:
         """Lock the run and check its folder; an outcome when there is nothing to train."""
+        replaced = make_real_folder(self.run.root, self.exp_dir)  # no write through a link
         if not self.lock.acquire():
             return JobOutcome(self.job.key, "locked", 0,
                               f"{self.run.root} is being trained by another process")
+        replaced += self.lock.notes
         remove_stale_temporaries(self.run.root)  # a killed writer's half files; we hold the lock
         self.done, self.problem = job_done(self.run, self.job, self.payload, self.digest)
+        if replaced and not self.problem:
+            self.problem = "; ".join(replaced)
         self.notes = [f"{self.problem}; the run is redone from epoch 0"] if self.problem else []
+        if self.problem:
+            self.done = False
         if self.done:
             status = self.run.read_status() or {}  # read while still holding the lock
             self.lock.release()
@@ -152,7 +169,7 @@ class RunSession:
 
     def saved_epoch(self) -> int:
         """The epoch training will resume from, read from the status file (no weights)."""
-        if self.problem is not None or not self.run.checkpoint.exists():
+        if self.problem is not None or not os.path.lexists(self.run.checkpoint):
             return 0
         try:
             return int((self.run.read_status() or {}).get("epochs_done", 0))
@@ -164,7 +181,7 @@ class RunSession:
         the config.json this run wrote or verified (never recreate a deleted folder)."""
         run = self.run
         try:
-            config = run.config.read_bytes()
+            config = run.read("config.json")
         except OSError:
             config = None
         if not self.lock.held_at_path() or config is None or \
@@ -190,9 +207,9 @@ class RunSession:
             return build_run(profile, item, job.seed, job.epochs, data)
 
         trainer = fresh()
-        if self.problem is None and run.checkpoint.exists():
+        if self.problem is None and os.path.lexists(run.checkpoint):
             try:
-                raw = run.checkpoint.read_bytes()
+                raw = run.read("checkpoint.pt")
                 want = run.vouched("checkpoint.pt")
                 if want and sha256_bytes(raw) not in want:  # changed since open() checked it
                     why = "checksum differs from status.json (edited or damaged)"
@@ -210,9 +227,14 @@ class RunSession:
                 trainer = fresh()
         status = dict(status="running", config_hash=self.digest, target_epochs=job.epochs)
         if trainer.epoch == 0:
-            # The note from open() (or the one above) says why anything was there.
+            # The note from open() (or the one above) says why anything was there. What is
+            # not a regular file where a run file belongs goes too, so the writes below can
+            # replace it (the entry itself: a link's target is never touched).
             for path in (run.checkpoint, run.records):
-                path.unlink(missing_ok=True)
+                remove_entry(path)
+            for path in (run.config, run.status):
+                if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+                    remove_entry(path)
             run.sums = {}
             self.lineage = {}
             run.write_files({"config.json": self._config_bytes(trainer)}, epochs_done=0,
@@ -221,7 +243,7 @@ class RunSession:
             saved = run.read_status() or {}
             self.lineage = {k: saved[k] for k in ("forked_from", "fork_epoch") if k in saved}
             if "config.json" not in run.sums and run.config.exists():  # a schema-1 status
-                run.sums["config.json"] = sha256_bytes(run.config.read_bytes())
+                run.sums["config.json"] = sha256_bytes(run.read("config.json"))
             run.write_status(epochs_done=trainer.epoch, **status, **self.lineage)
         self.trainer = trainer
         return trainer

@@ -20,6 +20,11 @@ they are rewritten, the new checksums are recorded as ``pending``, so a process 
 the writes leaves every file matching either the old or the new checksum. ``RunDir.verify``
 checks them before a run is reused; ``read_records`` parses every cell with its type.
 
+Every file is read through ``bench.safe_files``: run files relative to the experiment folder,
+never through a link, never a FIFO, device or folder, and never past a size cap. A run folder
+is reused only where its ``config.json`` describes the run its path names
+(``RunDir.binding_problem``): a folder copied from another run is foreign.
+
 A finished (or diverged) run may lack its ``checkpoint.pt``: its records are complete and
 still verified, and committed records (``studies/``) are results folders kept without
 checkpoints. Only extending such a run to a longer budget needs the weights; it is then
@@ -29,6 +34,7 @@ retrained from epoch 0.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -37,12 +43,16 @@ import math
 import os
 import platform
 import re
+import stat
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.escape import csv_cell
+from bench.safe_files import Refused, parse_json, read_bytes, remove_entry
 
 SCHEMA_VERSION = 2  # 2: status.json records the files' sha256 ("files", "pending")
 RUN_FILES = ("config.json", "records.csv", "checkpoint.pt")
@@ -53,6 +63,10 @@ SUMMARY_KEYS = ("schedule", "budget", "seed")
 
 class StoreError(OSError):
     """A results file cannot be written (disk full, no permission); the message names it."""
+
+
+class LockRefused(StoreError):
+    """A lock that is not a regular file (a link, a folder, a FIFO): never written through."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -114,7 +128,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     Call it only while holding the lock that guards every writer of that folder."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        try:
+            remove_entry(tmp)  # a folder or a link by that name too; never a link's target
+        except OSError as exc:
+            raise StoreError(f"cannot remove {tmp}: {exc.strerror or exc}") from exc
         removed.append(tmp)
     return removed
 
@@ -167,23 +184,68 @@ def rows_to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) ->
 def _fmt(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)  # shortest exact round trip
-    return "" if value is None else value
+    # Names are plain (schedules.registry.name_problem), so this changes no cell the suite
+    # writes; it keeps any other text from being run by a spreadsheet.
+    return "" if value is None else csv_cell(value)
 
 
 class FileLock:
     """An exclusive ``flock`` on a file; the operating system drops it when the holder dies,
     so a killed process never leaves a stale lock behind. The holder's host and pid are
-    written into the file for whoever wonders who holds it."""
+    written into the file for whoever wonders who holds it.
 
-    def __init__(self, path: Path, blocking: bool = True) -> None:
-        self.path, self.blocking = Path(path), blocking
+    The file is opened without following a link (``O_NOFOLLOW``): a lock that is a link, a
+    folder, a FIFO or any other non-regular file (or a file with other hard links) is
+    ``Refused``, never written through; ``replace=True`` (the writer of a results folder)
+    removes such an entry instead, creates a fresh lock and records a note in ``notes``."""
+
+    def __init__(self, path: Path, blocking: bool = True, replace: bool = False) -> None:
+        self.path, self.blocking, self.replace = Path(path), blocking, replace
         self.fd: int | None = None
+        self.notes: list[str] = []
+
+    def _open(self) -> int:
+        """A descriptor of the lock file, a regular file with one link, opened without
+        following a link; ``Refused`` otherwise."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise Refused(self.path, f"{_kind(st.st_mode)}; a lock must be a regular file")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refused(self.path, "a symbolic link, not followed; a lock must be a "
+                                         "regular file") from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            why = (_kind(st.st_mode) if not stat.S_ISREG(st.st_mode)
+                   else "a file with other hard links")
+            raise Refused(self.path, f"{why}; a lock must be a regular file")
+        os.set_blocking(fd, True)
+        return fd
 
     def acquire(self) -> bool:
         """Take the lock; False if non-blocking and someone else holds it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = self._open()
+            except Refused as exc:
+                if not self.replace:
+                    raise LockRefused(str(exc)) from None
+                remove_entry(self.path)  # the entry itself, never what a link points to
+                self.notes.append(f"{exc}; replaced by a fresh lock")
+                fd = self._open()
+        except Refused as exc:
+            raise LockRefused(str(exc)) from None
+        except StoreError:
+            raise
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -221,8 +283,10 @@ class FileLock:
         self.release()
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+def _kind(mode: int) -> str:
+    from bench.safe_files import _kind_of
+
+    return _kind_of(mode)
 
 
 class RunDir:
@@ -232,8 +296,16 @@ class RunDir:
     ``write_status`` records them as ``files``. ``write_files`` writes files and then the
     status, with the new checksums announced as ``pending`` first."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, base: Path | None = None) -> None:
         self.root = Path(root)
+        # The folder no read may leave: the experiment folder (run files are read without
+        # following a link at any component below it). By default the folder above
+        # ``runs/`` when the path has that shape, else the run folder itself.
+        if base is None:
+            parts = self.root.parts
+            base = (self.root.parents[2] if len(parts) > 3 and parts[-3] == "runs"
+                    else self.root)
+        self.base = Path(base)
         self.config = self.root / "config.json"
         self.status = self.root / "status.json"
         self.records = self.root / "records.csv"
@@ -242,16 +314,27 @@ class RunDir:
         self.sums: dict[str, str] = {}
         self._last: dict | None = None  # the status as last written or adopted
 
-    # -- status -------------------------------------------------------------------------
-    def read_status(self) -> dict | None:
-        """The status dict, or None when absent; a damaged file raises ``ValueError``."""
+    def read(self, name: str) -> bytes:
+        """A run file's bytes (``bench.safe_files``: a regular file inside the experiment
+        folder, no link followed, within its size cap); ``FileNotFoundError`` when absent,
+        ``Refused`` (an ``OSError``) when refused."""
+        return read_bytes(self.root / name, FILE_KINDS[name], self.base)
+
+    def read_optional(self, name: str) -> bytes | None:
+        """``read``, or None when absent; ``ValueError`` naming the file when unreadable."""
         try:
-            data = self.status.read_bytes()
+            return self.read(name)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ValueError(f"{self.status}: unreadable ({exc.strerror or exc})") from None
-        return parse_status(data, self.status)
+            raise ValueError(f"{self.root / name}: unreadable ({exc.strerror or exc})") \
+                from None
+
+    # -- status -------------------------------------------------------------------------
+    def read_status(self) -> dict | None:
+        """The status dict, or None when absent; a damaged file raises ``ValueError``."""
+        data = self.read_optional("status.json")
+        return None if data is None else parse_status(data, self.status)
 
     def write_status(self, **status: Any) -> None:
         doc = {"schema": SCHEMA_VERSION, **status, "files": dict(self.sums)}
@@ -277,7 +360,7 @@ class RunDir:
         self.sums = {}
         for name in RUN_FILES:
             try:
-                data = (self.root / name).read_bytes()
+                data = self.read(name)
             except OSError:
                 continue
             if sha256_bytes(data) in self.vouched_by(status, name):
@@ -299,9 +382,12 @@ class RunDir:
         A file must match the checksum recorded for it (or the pending one); a file the status
         does not vouch for must not be there, and without a status neither records nor a
         checkpoint may be. A status written before checksums were recorded (schema 1) cannot
-        vouch for anything: such a run is redone."""
+        vouch for anything: such a run is redone. A finished or diverged run may lack its
+        checkpoint (committed records are results folders without checkpoints): it is
+        complete, and only extending or resuming it needs the checkpoint (then it is trained
+        again from epoch 0)."""
         if status is None:
-            stray = [p.name for p in (self.records, self.checkpoint) if p.exists()]
+            stray = [p.name for p in (self.records, self.checkpoint) if os.path.lexists(p)]
             return (f"{self.status}: missing, so {' and '.join(stray)} cannot be verified"
                     if stray else None)
         if status.get("schema", 1) < 2:
@@ -311,10 +397,10 @@ class RunDir:
             path = self.root / name
             want = self.vouched_by(status, name)
             try:
-                data = path.read_bytes()
+                data = self.read(name)
             except FileNotFoundError:
-                if want and not (name == "checkpoint.pt" and status.get("status") in
-                                 ("finished", "diverged")):
+                if want and not (name == "checkpoint.pt"
+                                 and status.get("status") in ("finished", "diverged")):
                     return f"{path}: missing (status.json records its checksum)"
                 continue
             except OSError as exc:
@@ -342,10 +428,70 @@ class RunDir:
         raises ``ValueError`` naming the line and column."""
         if data is None:
             try:
-                data = self.records.read_bytes()
+                data = self.read("records.csv")
             except OSError as exc:
                 raise ValueError(f"{self.records}: unreadable ({exc.strerror or exc})") from None
         return parse_records(data, self.records)
+
+    def binding_problem(self, status: dict | None, foreign_only: bool = False) -> str | None:
+        """Why this folder is not the run its path names, or None.
+
+        ``config.json`` (the one ``status.json`` vouches for) must describe the schedule,
+        seed and epochs of the path ``runs/<schedule>/<run>`` and carry the ``config_hash``
+        the status records: a folder copied from another run, with or without its
+        ``config_hash`` edited, is foreign. A status without a config vouches for no run
+        (nothing to reuse), and is not a problem by itself. With ``foreign_only``, only a
+        readable, vouched-for config that names another run is a problem (the caller checks
+        the rest, the config_hash included, its own way)."""
+        if status is None:
+            return None
+        try:
+            data = self.read_optional("config.json")
+        except ValueError as exc:
+            return None if foreign_only else str(exc)
+        if data is None:
+            has_results = any(self.vouched_by(status, n) for n in ("records.csv",
+                                                                   "checkpoint.pt"))
+            return (f"{self.config}: missing, so the run's records cannot be bound to this "
+                    "folder" if has_results and not foreign_only else None)
+        if sha256_bytes(data) not in self.vouched_by(status, "config.json"):
+            return None if foreign_only else f"{self.config}: not the one status.json vouches for"
+        try:
+            doc = parse_json(data, self.config)
+        except ValueError as exc:
+            return None if foreign_only else str(exc)
+        config = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(config, dict):
+            return None if foreign_only else f"{self.config}: not a run config"
+        want = run_of_path(self.root)
+        schedule = config.get("schedule")
+        found = (schedule.get("name") if isinstance(schedule, dict) else None,
+                 config.get("seed"), config.get("epochs"))
+        if want is None or found != want:
+            from bench.escape import terminal
+
+            return (f"{self.root}: foreign, its config.json describes another run (schedule "
+                    f"'{terminal(found[0], 60)}', seed {terminal(found[1], 20)}, epochs "
+                    f"{terminal(found[2], 20)}) than its folder names (copied from elsewhere)")
+        if doc.get("config_hash") != status.get("config_hash") and not foreign_only:
+            return (f"{self.root}: status.json's config_hash is not its config.json's (edited, "
+                    "or copied from another run)")
+        return None
+
+
+FILE_KINDS = {"status.json": "status", "config.json": "run config",
+              "records.csv": "records", "checkpoint.pt": "checkpoint"}
+_RUN_NAME = re.compile(r"(?:e([0-9]{1,9})-)?seed([0-9]{1,10})")
+
+
+def run_of_path(root: Path) -> tuple[str, int, int | None] | None:
+    """``(schedule, seed, epochs)`` that ``runs/<schedule>/<run>`` names (epochs None for a
+    shared-prefix run, ``bench.plan.Job.key``), or None when it names no run."""
+    match = _RUN_NAME.fullmatch(Path(root).name)
+    if match is None:
+        return None
+    epochs, seed = match.groups()
+    return Path(root).parent.name, int(seed), None if epochs is None else int(epochs)
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -353,20 +499,17 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 def parse_status(data: bytes, where: Path) -> dict:
     """A run's status from its bytes, every key of known type; else ``ValueError``."""
-    try:
-        status = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{where}: unreadable ({exc})") from None
+    status = parse_json(data, where)
     if not isinstance(status, dict) or status.get("status") not in RUN_STATES:
         raise ValueError(f"{where}: not a run status")
 
     def bad(key: str, what: str) -> ValueError:
-        return ValueError(f"{where}: {key} must be {what}, found {status.get(key)!r}")
+        return ValueError(f"{where}: {key} must be {what}, found {short_repr(status.get(key))}")
 
     def count(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
-    for key in ("schema", "epochs_done", "target_epochs", "fused"):
+    for key in ("schema", "epochs_done", "target_epochs", "fused", "fork_epoch"):
         if key in status and not count(status[key]):
             raise bad(key, "an integer >= 0")
     if status.get("diverged_epoch") is not None and not count(status["diverged_epoch"]):
@@ -374,6 +517,10 @@ def parse_status(data: bytes, where: Path) -> dict:
     for key in ("config_hash", "message", "traceback"):
         if key in status and not isinstance(status[key], str):
             raise bad(key, "a string")
+    if "forked_from" in status and not (
+            isinstance(status["forked_from"], str) and len(status["forked_from"]) <= 500
+            and _is_run_key(status["forked_from"])):
+        raise ValueError(f"{where}: forked_from must name a run (schedule/run)")
     for key in ("files", "pending"):
         sums = status.get(key, {})
         if not isinstance(sums, dict) or any(
@@ -383,6 +530,26 @@ def parse_status(data: bytes, where: Path) -> dict:
     if status["status"] in ("finished", "diverged") and "epochs_done" not in status:
         raise ValueError(f"{where}: {status['status']} without epochs_done")
     return status
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value read from a file, bounded in work and length (``reprlib``) and
+    with control characters escaped: an error message never holds an unbounded value."""
+    import reprlib
+
+    from bench.escape import terminal
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 3, 6, 6, 6, 6
+    return terminal(r.repr(value), limit)
+
+
+def _is_run_key(key: str) -> bool:
+    from bench.safe_files import name_problem
+
+    schedule, _, run = key.partition("/")
+    return name_problem(schedule) is None and _RUN_NAME.fullmatch(run) is not None
 
 
 # The columns of ``stforecast.engine.EpochRecord.row()``.

@@ -9,28 +9,43 @@ Both tables are derived: they hold nothing the run folders do not, so ``bench re
 ``bench check`` rebuild them (``rebuild_tables``) and say so when what was on disk differed. A
 run's records enter them only when they match the checksum its ``status.json`` records and
 parse with their types; a damaged run is a problem, named once, and its cells read as missing.
+So is a run whose folder is not the run its path names (``RunDir.binding_problem``: copied
+from another run) or that was trained with other settings than ``experiment.json`` records.
+
+Every file is read through ``bench.safe_files`` (no link followed, regular files only, size
+caps), and every name in ``grid.json`` passes the schedule registry's rule, so no name leads a
+read or a write out of the experiment folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError
 from bench.plan import Job, fold
+from bench.safe_files import (
+    check_name,
+    clear_for_write,
+    parse_json,
+    read_bytes,
+    read_json,
+    reason_of,
+)
 from bench.store import (
     EPOCH_KEYS,
+    LockRefused,
     RunDir,
     StoreError,
     atomic_write_json,
     atomic_write_text,
     parse_records,
     parse_status,
-    read_json,
     rows_to_csv,
     sha256_bytes,
+    short_repr,
 )
 
 METRIC_COLUMNS = [f"{m}{h}" for m in ("mae", "rmse", "mape") for h in ("", "_h3", "_h6", "_h12")]
@@ -45,14 +60,16 @@ SUMMARY_COLUMNS = (
 
 
 def read_grid(exp_dir: Path) -> dict[str, Any]:
+    """``grid.json`` checked: every schedule name a plain name (the registry's rule), every
+    cell ``[schedule, budget, seed]`` of a schedule the file describes; else ``ConfigError``."""
     path = exp_dir / "grid.json"
-    if not path.exists():
-        return {"cells": [], "schedules": {}, "order": []}
     try:
-        grid = read_json(path)
+        grid = read_json(path, "grid", exp_dir)
+    except FileNotFoundError:
+        return {"cells": [], "schedules": {}, "order": []}
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc}); restore it or move the experiment "
-                          f"folder aside") from None
+        raise ConfigError(f"{path}: unreadable ({reason_of(exc)}); restore it "
+                          "or move the experiment folder aside") from None
     if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list):
         raise ConfigError(f"{path}: not a grid file (no 'cells' list)")
     grid.setdefault("schedules", {})
@@ -62,12 +79,18 @@ def read_grid(exp_dir: Path) -> dict[str, Any]:
             and all(isinstance(v, dict) and isinstance(v.get("budget_dependent"), bool)
                     for v in schedules.values())):
         raise ConfigError(f"{path}: malformed 'schedules' or 'order'")
+    try:
+        for name in [*schedules, *order]:
+            check_name(name, str(path))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for cell in grid["cells"]:
-        if not (isinstance(cell, list) and len(cell) == 3 and cell[0] in schedules
+        if not (isinstance(cell, list) and len(cell) == 3 and isinstance(cell[0], str)
+                and cell[0] in schedules
                 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                         for x in cell[1:])):
-            raise ConfigError(f"{path}: cell {cell!r} is not [schedule, budget, seed] of a "
-                              "schedule the file describes")
+            raise ConfigError(f"{path}: cell {short_repr(cell)} is not [schedule, budget, "
+                              "seed] of a schedule the file describes")
     return grid
 
 
@@ -83,12 +106,24 @@ def update_grid(exp_dir: Path, schedules: dict[str, dict], cells: list[tuple[str
     return grid
 
 
-def job_for(cell: tuple[str, int, int], grid: dict[str, Any]) -> Job:
-    """The training job that holds a cell's records (``plan.fold`` over the grid's cells)."""
+def job_for(cell: tuple[str, int, int], grid: dict[str, Any],
+            budgets: dict[tuple[str, int], set[int]] | None = None) -> Job:
+    """The training job that holds a cell's records (``plan.fold`` over the grid's cells);
+    ``budgets`` (``budgets_by_run``) spares a scan of every cell per cell."""
     schedule, budget, seed = cell
-    budgets = {c[1] for c in grid["cells"] if c[0] == schedule and c[2] == seed}
-    jobs = fold(schedule, grid["schedules"][schedule]["budget_dependent"], seed, budgets)
+    if budgets is None:
+        budgets = budgets_by_run(grid)
+    jobs = fold(schedule, grid["schedules"][schedule]["budget_dependent"], seed,
+                budgets[(schedule, seed)])
     return next(job for job in jobs if budget in job.budgets)
+
+
+def budgets_by_run(grid: dict[str, Any]) -> dict[tuple[str, int], set[int]]:
+    """Per (schedule, seed), the budgets the grid asks for: one pass over the cells."""
+    out: dict[tuple[str, int], set[int]] = {}
+    for schedule, budget, seed in grid["cells"]:
+        out.setdefault((schedule, seed), set()).add(budget)
+    return out
 
 
 def _cell_summary(cell, rows: list[dict], status: dict | None) -> dict[str, Any]:
@@ -137,13 +172,6 @@ def _fork_epoch(status: dict | None) -> int:
 _RECORDS: dict[Path, tuple[str, list[dict]]] = {}  # records.csv -> (sha256, parsed rows)
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
 def read_run(run: RunDir) -> tuple[list[dict], dict | None]:
     """A run's verified records and status; ``ValueError`` names what is damaged.
 
@@ -152,9 +180,9 @@ def read_run(run: RunDir) -> tuple[list[dict], dict | None]:
     damaged one. Records are parsed again only when their content changed: the tables are
     rebuilt after every finished job, and most runs have not changed since the last time."""
     for _ in range(20):
-        before = _read(run.status)
-        records = _read(run.records)
-        if _read(run.status) == before:
+        before = run.read_optional("status.json")
+        records = run.read_optional("records.csv")
+        if run.read_optional("status.json") == before:
             break
     status = None if before is None else parse_status(before, run.status)
     if records is None:
@@ -189,7 +217,7 @@ def _identity(exp_dir: Path) -> dict | None:
     """What every run of the experiment must have been trained with (``experiment.json``),
     or None when the folder records no identity to check against."""
     try:
-        record = json.loads((exp_dir / "experiment.json").read_text())
+        record = read_json(exp_dir / "experiment.json", "experiment", exp_dir)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not all(isinstance(record.get(k), dict)
@@ -199,15 +227,22 @@ def _identity(exp_dir: Path) -> dict | None:
 
 
 def stale(run: RunDir, status: dict | None, identity: dict | None) -> str | None:
-    """Why a run's records do not belong to the experiment as it is now (other data, model
-    code or settings), or None. Its ``config.json`` must be the one its status vouches for."""
-    if identity is None or status is None:
+    """Why a run's records do not belong here, or None: its folder is not the run its path
+    names (``RunDir.binding_problem``), or it was trained on other data, model code or
+    settings than the experiment records now. Its ``config.json`` must be the one its status
+    vouches for."""
+    if status is None:
         return None
-    data = _read(run.config)
+    foreign = run.binding_problem(status)
+    if foreign is not None:
+        return f"{foreign}; left out"
+    if identity is None:
+        return None
+    data = run.read_optional("config.json")
     if data is None or sha256_bytes(data) not in run.vouched_by(status, "config.json"):
         return f"{run.config}: missing or not the one status.json vouches for"
     try:
-        config = json.loads(data).get("config")
+        config = parse_json(data, run.config).get("config")
     except (ValueError, AttributeError):
         config = None
     if not isinstance(config, dict):
@@ -230,10 +265,11 @@ def collect(exp_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
     summary_rows: list[dict] = []
     problems: list[str] = []
     cache: dict[str, tuple[list[dict], dict | None]] = {}
+    budgets = budgets_by_run(grid)
     for cell in sorted(tuple(c) for c in grid["cells"]):
-        job = job_for(cell, grid)
+        job = job_for(cell, grid, budgets)
         if job.key not in cache:
-            run = RunDir(exp_dir / "runs" / job.key)
+            run = RunDir(exp_dir / "runs" / job.key, base=exp_dir)
             try:
                 rows, status = read_run(run)
                 why = stale(run, status, identity)
@@ -266,6 +302,8 @@ def render_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
 def write_tables(exp_dir: Path) -> list[str]:
     """Rewrite ``epochs.csv`` and ``summary.csv`` atomically; return problems found."""
     epochs, summary, problems = render_tables(exp_dir)
+    for name in ("epochs.csv", "summary.csv"):
+        clear_for_write(exp_dir / name)  # derived: a folder or FIFO there is replaced
     atomic_write_text(exp_dir / "epochs.csv", epochs)
     atomic_write_text(exp_dir / "summary.csv", summary)
     return problems
@@ -275,7 +313,7 @@ def _as_they_are(exp_dir: Path, why: str) -> tuple[str, str, list[str]]:
     texts = []
     for name in ("epochs.csv", "summary.csv"):
         try:
-            texts.append((exp_dir / name).read_text())
+            texts.append(read_bytes(exp_dir / name, "table", exp_dir).decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{exp_dir / name}: not found; run 'python -m bench run' "
                               "first") from None
@@ -296,21 +334,27 @@ def rebuild_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
     returned as they are, with a note, and never overwritten."""
     from bench.prepare import experiment_lock  # prepare imports this module
 
-    if not (exp_dir / "grid.json").exists():
+    if not os.path.lexists(exp_dir / "grid.json"):
         return _as_they_are(exp_dir, "no grid.json")
+    unlocked = "the folder is not writable"
     try:
         lock = experiment_lock(exp_dir)
         lock.acquire()
+    except LockRefused as exc:  # never written through: verify, keep the tables in memory
+        lock, unlocked = None, f"{exc}, so nothing is written"
     except StoreError:
         lock = None  # a read-only folder: verify, and use the rebuilt tables without writing
     try:
         *texts, problems = render_tables(exp_dir)
         notes = list(problems)
+        if lock is None and unlocked != "the folder is not writable":
+            notes.append(f"{unlocked.removesuffix(', so nothing is written')}: the tables are "
+                         "checked without it and nothing is written")
         changed = []
         for name, text in zip(("epochs.csv", "summary.csv"), texts):
             path = exp_dir / name
             try:
-                on_disk = path.read_bytes()
+                on_disk = read_bytes(path, "table", exp_dir)
             except FileNotFoundError:
                 on_disk, why = None, "was missing"
             except OSError:
@@ -329,8 +373,7 @@ def rebuild_tables(exp_dir: Path) -> tuple[str, str, list[str]]:
                 atomic_write_text(path, text)
                 notes.append(f"{path.name} {why}; rebuilt")
             except StoreError:
-                notes.append(f"{path.name} {why}; rebuilt in memory (the folder is not "
-                             "writable)")
+                notes.append(f"{path.name} {why}; rebuilt in memory ({unlocked})")
         return texts[0], texts[1], notes
     finally:
         if lock is not None:

@@ -47,9 +47,9 @@ class Registry:
             self.add(item)
 
     def add(self, item: NamedSchedule) -> None:
-        if not item.name or any(c in item.name for c in ",/\\ \t\n"):
-            raise ScheduleError(f"schedule name {item.name!r} must be non-empty without "
-                                f"commas, slashes or spaces")
+        why = name_problem(item.name)
+        if why is not None:
+            raise ScheduleError(f"schedule name {item.name[:80]!r} {why}")
         if item.name in self._items or item.name in self.groups():
             raise ScheduleError(f"schedule '{item.name}' is already registered")
         self._items[item.name] = item
@@ -101,6 +101,31 @@ class Registry:
         if not chosen:
             raise ScheduleError("no schedule selected")
         return [self._items[n] for n in chosen]
+
+
+NAME_SEPARATORS = ",/\\ \t\n"
+NAME_FORBIDDEN = "|`"     # would break a markdown table or code span
+NAME_LEADING = "=+-@"     # a spreadsheet would run a cell that begins with one of these
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a schedule, or None. A name becomes a folder of every results
+    folder and a cell of every table, so it is plain text: not empty, not ``.`` or ``..``,
+    without commas, slashes or spaces, control characters (CR included), table pipes or
+    backticks, and not beginning with ``= + - @``."""
+    if not isinstance(name, str) or not name:
+        return "must be non-empty without commas, slashes or spaces"
+    if any(c in name for c in NAME_SEPARATORS):
+        return "must be non-empty without commas, slashes or spaces"
+    if not name.isprintable():
+        return "must not hold control or other invisible characters"
+    if name in (".", ".."):
+        return "must not be '.' or '..'"
+    if any(c in name for c in NAME_FORBIDDEN):
+        return "must not hold '|' or '`'"
+    if name[0] in NAME_LEADING:
+        return "must not begin with =, +, - or @"
+    return None
 
 
 def _suggest(name: str, known: list[str]) -> str:

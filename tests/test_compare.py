@@ -3,6 +3,7 @@ and a recommendation only where the paired evidence holds."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -145,7 +146,21 @@ def test_experiment_description_reads_the_identity(tmp_path):
 
 
 def write_tuning(results: Path, name: str, chosen: dict[str, str]) -> None:
-    """A tuning record that chose ``chosen[schedule]`` (a point's name) at every budget."""
+    """A tuning record that chose ``chosen[schedule]`` (a point's name) at every budget, and
+    the tuning runs it was chosen on (seed 1000, validation MAE 1.0) in the grid and the
+    summary: a record is used only where the experiment's grid and records bear it out."""
+    exp = results / name
+    grid = json.loads((exp / "grid.json").read_text())
+    with open(exp / "summary.csv", newline="") as fh:
+        summary = list(csv.DictReader(fh))
+    for point in dict.fromkeys(chosen.values()):
+        for b in BUDGETS:
+            grid["cells"].append([point, b, 1000])
+            summary.append({"schedule": point, "budget": b, "seed": 1000, "status": "finished",
+                            "epochs_done": b, "test_mae": 1.0, "val_mae": 1.0,
+                            "run": f"{point}/seed1000"})
+    atomic_write_json(exp / "grid.json", grid)
+    atomic_write_text(exp / "summary.csv", rows_to_csv(summary, SUMMARY_COLUMNS))
     atomic_write_json(results / name / "tuning.json", {
         "eval_seeds": [0, 1, 2, 3, 4, 5], "tuning_seeds": [1000],
         "space": {"lr": [1e-3, 3e-3]},

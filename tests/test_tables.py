@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import RunDir, atomic_write_json
+from bench.store import RunDir, atomic_write_json, json_bytes
 from bench.tables import collect, job_for, update_grid, write_tables
 
 SCHEDULES = {"flat": {"budget_dependent": False}, "cos": {"budget_dependent": True}}
@@ -27,9 +27,15 @@ def records(n: int, start_mae: float = 5.0) -> list[dict]:
 
 
 def write_run(exp: Path, key: str, rows: list[dict], status: str, **extra) -> None:
+    """A run folder as a run writes it: a config naming the run its path names, records and
+    the status vouching for both."""
     run = RunDir(exp / "runs" / key)
-    run.write_records(rows)
-    run.write_status(status=status, epochs_done=len(rows), **extra)
+    schedule, name = key.split("/")
+    epochs = int(name[1:name.index("-")]) if name.startswith("e") else None
+    config = {"config": {"schedule": {"name": schedule}, "seed": int(name.rsplit("seed")[1]),
+                         "epochs": epochs}, "config_hash": "h"}
+    run.write_files({"config.json": json_bytes(config), "records.csv": RunDir.records_bytes(rows)},
+                    status=status, config_hash="h", epochs_done=len(rows), **extra)
 
 
 @pytest.fixture

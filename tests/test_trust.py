@@ -205,10 +205,20 @@ def _damage(path: Path, how: str) -> None:
             path.write_text(json.dumps(doc))
 
 
+# A finished run without its checkpoint is complete (committed records carry none): only
+# resuming or extending it would need one, so deleting it is not damage.
 RUN_CASES = [(name, how) for name in ("records.csv", "status.json", "checkpoint.pt",
                                       "config.json")
              for how in ("truncate", "garbage", "non-numeric", "deleted")
-             if not (name == "checkpoint.pt" and how == "non-numeric")]
+             if not (name == "checkpoint.pt" and how in ("non-numeric", "deleted"))]
+
+
+def test_a_finished_run_without_its_checkpoint_is_complete(copy, profile, capsys):
+    (copy / RUN / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert run(profile, copy) == 0
+    err = capsys.readouterr().err
+    assert notes(err) == [] and "2 skipped" in err, err
 
 
 @pytest.mark.parametrize("name,how", RUN_CASES)

@@ -10,10 +10,12 @@ experiment again (``bench.report.reproduce``)."""
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from bench.config import ConfigError
+from bench.escape import terminal
 from bench.report.diverged import DIVERGED_NOTE, diverged_report, every_run_diverged
 from bench.report.figures import write_figures
 from bench.report.markdown import md_table
@@ -59,21 +61,25 @@ def regenerate_command(exp_dir: Path, out_dir: Path) -> str:
     its parent), so the report names no folder of the machine that made it."""
     def rel(path: Path) -> str:
         text = os.path.relpath(Path(path).resolve(), Path.cwd())
-        return Path(path).resolve().name if text.startswith("..") else text
+        return shlex.quote(Path(path).resolve().name if text.startswith("..") else text)
 
     return (f"python -m bench report --results {rel(exp_dir.parent)} --experiment "
-            f"{exp_dir.name} --out {rel(out_dir)}")
+            f"{shlex.quote(exp_dir.name)} --out {rel(out_dir)}")
 
 
 NO_EPOCH_NOTE = "no run has finished an epoch: the report says so, without figures"
 
 
-def _make_folder(folder: Path) -> None:
-    for part in (folder, *folder.parents):
-        if part.exists() and not part.is_dir():
-            raise ConfigError(f"--out: {part} is a file, not a folder")
+def _make_folder(folder: Path, flag: str = "--out") -> None:
+    """Create the folder a report is written into; one line (exit 2) for anything unusable:
+    a file on the way, a name too long, no permission."""
     try:
+        for part in (folder, *folder.parents):
+            if part.exists() and not part.is_dir():
+                raise ConfigError(f"{flag}: {part} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
+    except ConfigError:
+        raise
     except OSError as exc:
         raise StoreError(f"cannot create report folder {folder}: {exc.strerror or exc}") \
             from None
@@ -106,14 +112,18 @@ def no_epoch_report(res: Results) -> str:
 
 def cmd_report(args) -> int:
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    try:
+        is_file = out.exists() and not out.is_dir()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: unusable ({exc.strerror or exc})") from None
+    if is_file:
         raise ConfigError(f"--out {out}: is a file, not a folder")
     notes: list[str] = []
     try:
         path = write_report(Path(args.results) / args.experiment, out, notes)
     finally:
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"note: {terminal(note, 1000)}", file=sys.stderr)
     print(f"wrote {path}" + ("" if {NO_EPOCH_NOTE, DIVERGED_NOTE} & set(notes)
                              else " and its figures"), file=sys.stderr)
     return 0

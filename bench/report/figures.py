@@ -8,9 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # names and units from files are plain text
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.escape import visible  # noqa: E402
 from bench.report.results import Results, baseline, dataset_title, units  # noqa: E402
 from bench.store import atomic_write_bytes  # noqa: E402
 
@@ -29,7 +31,7 @@ def _save(fig, path: Path) -> None:
 
 def _subject(res: Results) -> str:
     """``stid on sz-taxi (experiment sz-taxi)``: what a figure shows, without machine paths."""
-    model = res.experiment.get("model", {}).get("name", "?")
+    model = visible(res.experiment.get("model", {}).get("name", "?"), 80)
     return f"{model} on {dataset_title(res)} (experiment {res.name})"
 
 

@@ -1,10 +1,16 @@
 """Reading an experiment folder back into tables for the report and the regression check,
-and the lookups every report section uses (per-seed values, mean curves, baselines, ranks)."""
+and the lookups every report section uses (per-seed values, mean curves, baselines, ranks).
+
+The folder is untrusted input (``bench.safe_files``): every record is checked for the types
+the report uses; ``baselines.csv`` is used only when it names the experiment's data and
+matches the checksum ``experiment.json`` records for it; ``tuning.json`` only when it matches
+the experiment's own tuned grid and records; the environment is read from a verified run.
+What is left out is said in a note."""
 
 from __future__ import annotations
 
 import io
-import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,7 +18,10 @@ import numpy as np
 import pandas as pd
 
 from bench.config import ConfigError
-from bench.tables import read_grid, rebuild_tables
+from bench.escape import visible
+from bench.safe_files import check_name, read_bytes, read_json, reason_of
+from bench.store import RunDir, parse_json, sha256_bytes
+from bench.tables import read_grid, rebuild_tables, stale
 
 BASELINE_LABELS = {"historical_average": "historical average", "persistence": "persistence"}
 
@@ -58,13 +67,11 @@ class Results:
         return self.summary[self.summary["status"] == "finished"]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(data: bytes, path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; run 'python -m bench run' first") from None
+        return pd.read_csv(io.BytesIO(data))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc})") from None
+        raise ConfigError(f"{path}: unreadable ({str(exc)[:200]})") from None
 
 
 _TEXT_COLUMNS = {"schedule", "status", "run"}
@@ -92,42 +99,46 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
     they are rebuilt from the run folders first (``bench.tables.rebuild_tables``: verified
     records only); what that found (damaged runs, tables that did not match) is appended to
     ``notes``."""
+    from bench.prepare import check_experiment_folder
+
     exp_dir = Path(exp_dir)
+    check_experiment_folder(exp_dir)
     if not exp_dir.is_dir():
         raise ConfigError(f"{exp_dir}: no such experiment folder (see --results/--experiment)")
+    notes = notes if notes is not None else []
     epochs_text, summary_text, found = rebuild_tables(exp_dir)
-    if notes is not None:
-        notes.extend(found)
+    notes.extend(found)
     summary = _parse_table(summary_text, exp_dir / "summary.csv")
     epochs = _parse_table(epochs_text, exp_dir / "epochs.csv")
     if summary.empty:
         raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no runs")
-    baselines_path = exp_dir / "baselines.csv"
-    baselines = (_checked_baselines(_read_csv(baselines_path), baselines_path)
-                 if baselines_path.exists() else pd.DataFrame())
     grid = read_grid(exp_dir)
     experiment = {}
-    if (exp_dir / "experiment.json").exists():
-        try:
-            experiment = json.loads((exp_dir / "experiment.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{exp_dir / 'experiment.json'}: unreadable ({exc})") from None
-        if not isinstance(experiment, dict) or not _facts_ok(experiment.get("data", {})) or \
-                not all(isinstance(experiment.get(k, {}), dict)
-                        for k in ("dataset", "model", "train")):
-            raise ConfigError(f"{exp_dir / 'experiment.json'}: not an experiment record; "
-                              "run 'python -m bench run' again to rewrite it")
-    environment, run_config = {}, {}
-    for cfg in sorted((exp_dir / "runs").glob("*/*/config.json")):
-        try:
-            run_config = json.loads(cfg.read_text())
-            environment = run_config.get("environment", {})
-            break
-        except (OSError, ValueError):
-            continue
-    schedules = grid.get("schedules", {})
+    path = exp_dir / "experiment.json"
+    try:
+        experiment = read_json(path, "experiment", exp_dir)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({reason_of(exc)})") from None
+    if not _experiment_ok(experiment):
+        raise ConfigError(f"{path}: not an experiment record; run 'python -m bench run' "
+                          "again to rewrite it")
+    baselines = read_baselines(exp_dir, experiment, notes)
+    run_config = verified_run_config(exp_dir, summary)
+    environment = run_config.get("environment", {})
+    if not isinstance(environment, dict):
+        environment = {}
+    schedules = {name: _schedule_info(info, grid_path=exp_dir / "grid.json", name=name)
+                 for name, info in grid.get("schedules", {}).items()}
     order = grid.get("order") or sorted(schedules)
-    tuning = read_tuning(exp_dir)
+    tuning = read_tuning(exp_dir, notes)
+    if tuning:
+        why = tuning_problem(tuning, grid, summary)
+        if why is not None:
+            notes.append(f"{exp_dir / 'tuning.json'}: {why}; not used (the experiment is "
+                         "reported as untuned)")
+            tuning = {}
     if tuning:  # the test comparison uses the evaluation seeds alone
         summary = summary[summary["seed"].isin(tuning["eval_seeds"])]
         epochs = epochs[epochs["seed"].isin(tuning["eval_seeds"])]
@@ -136,6 +147,154 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
                               f"seeds {tuning['eval_seeds']} yet")
     return Results(exp_dir.name, epochs, summary, baselines, schedules, order, experiment,
                    environment, run_config, tuning)
+
+
+def verified_run_config(exp_dir: Path, summary: pd.DataFrame) -> dict:
+    """The ``config.json`` of the first run (in path order) that verifies: vouched for by its
+    status, describing the run its folder names and trained as the experiment records. The
+    report's environment and parameter count come from it, never from an unverified file."""
+    from bench.tables import _identity
+
+    identity = _identity(exp_dir)
+    present = summary[summary["status"] != "missing"] if "status" in summary else summary
+    keys = sorted({str(k) for k in present.get("run", [])}, key=lambda k: tuple(k.split("/")))
+    for key in keys:
+        run = RunDir(exp_dir / "runs" / key, base=exp_dir)
+        try:
+            status = run.read_status()
+            data = run.read_optional("config.json")
+        except ValueError:
+            continue
+        if status is None or data is None or \
+                sha256_bytes(data) not in run.vouched_by(status, "config.json") or \
+                stale(run, status, identity) is not None:
+            continue
+        try:
+            doc = parse_json(data, run.config)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return {}
+
+
+def _schedule_info(info: dict, grid_path: Path, name: str) -> dict:
+    """A schedule's entry of ``grid.json`` with the types the report uses (absent keys get
+    neutral values); ``ConfigError`` for a wrong type."""
+    out = {"summary": "", "hyperparameters": "", "optimizer": "–", "step_unit": "epoch",
+           "needs_metric": False, **info}
+    spec = out.get("spec", {"kind": "?"})
+    ok = (isinstance(spec, dict) and isinstance(spec.get("kind", "?"), str)
+          and all(isinstance(out[k], str) for k in ("summary", "hyperparameters", "optimizer",
+                                                    "step_unit"))
+          and isinstance(out["needs_metric"], bool))
+    if not ok:
+        raise ConfigError(f"{grid_path}: schedule '{name}': malformed entry (summary, "
+                          "hyperparameters, optimizer and step_unit must be text, spec a "
+                          "mapping with a kind)")
+    out["spec"] = {"kind": "?", **spec}
+    return out
+
+
+def _experiment_ok(record) -> bool:
+    """Whether ``experiment.json`` has the types the report uses."""
+    if not isinstance(record, dict) or not _facts_ok(record.get("data", {})):
+        return False
+    parts = {k: record.get(k, {}) for k in ("dataset", "model", "train")}
+    if not all(isinstance(v, dict) for v in parts.values()):
+        return False
+    ds, model = parts["dataset"], parts["model"]
+    number = (int, float)
+    params = record.get("parameters")
+    return ((params is None or (isinstance(params, int) and not isinstance(params, bool)
+                                and params >= 0))
+            and all(isinstance(ds.get(k, 0.5), number) and not isinstance(ds.get(k), bool)
+                    for k in ("train_fraction", "val_fraction"))
+            and all(isinstance(ds.get(k, {}), dict) for k in ("options", "content"))
+            and isinstance(model.get("options", {}), dict)
+            and all(isinstance(model.get(k, ""), str) for k in ("name", "import_path",
+                                                                  "origin", "source_sha256")))
+
+
+def read_baselines(exp_dir: Path, experiment: dict, notes: list[str]) -> pd.DataFrame:
+    """``baselines.csv`` when it verifies: computed on the experiment's data (``data_sha256``)
+    and matching the checksum ``experiment.json`` records for it, if any. Otherwise a note,
+    and no baselines: an edited file never changes the report's verdict silently."""
+    path = exp_dir / "baselines.csv"
+    try:
+        raw = read_bytes(path, "baselines", exp_dir)
+    except FileNotFoundError:
+        return pd.DataFrame()
+    except OSError as exc:
+        notes.append(f"{exc}; baselines left out")
+        return pd.DataFrame()
+    df = _checked_baselines(_read_csv(raw, path), path)  # malformed: one line, exit 2
+    recorded = experiment.get("baselines_sha256")
+    if isinstance(recorded, str) and sha256_bytes(raw) != recorded:
+        notes.append(f"{path}: does not match the checksum experiment.json records (edited or "
+                     "damaged); baselines left out until 'python -m bench run' computes them "
+                     "again")
+        return pd.DataFrame()
+    content = experiment.get("dataset", {}).get("content", {})
+    data = content.get("sha256") if isinstance(content, dict) else None
+    if isinstance(data, str) and "data_sha256" in df and set(df["data_sha256"]) != {data}:
+        notes.append(f"{path}: computed on other data than the experiment's; baselines left "
+                     "out until 'python -m bench run' computes them again")
+        return pd.DataFrame()
+    return df
+
+
+def tuning_problem(rec: dict, grid: dict, summary: pd.DataFrame) -> str | None:
+    """Why ``tuning.json`` does not describe this experiment's own tuning, or None: every
+    name a plain name and a schedule of ``grid.json``; every point a tuning point of its
+    schedule (``base`` or ``base@...``) with its cells on the tuning seeds in the grid, and
+    the mean final validation MAE it records equal to the one the verified records give;
+    the choice the lowest of those; its evaluation cells in the grid; tuning and evaluation
+    seeds apart. A file copied from another experiment, or written by hand, fails here."""
+    names, cells = set(grid["schedules"]), {tuple(c) for c in grid["cells"]}
+    tune_seeds, eval_seeds = rec["tuning_seeds"], rec["eval_seeds"]
+    if not tune_seeds or not eval_seeds or set(tune_seeds) & set(eval_seeds):
+        return "its tuning and evaluation seeds are empty or overlap"
+    try:
+        for name in [*rec["settings"], *rec["schedules"]]:
+            check_name(name, "tuning.json")
+    except ValueError as exc:
+        return str(exc).removeprefix("tuning.json: ")
+    foreign = [n for n in [*rec["settings"], *rec["schedules"]] if n not in names]
+    if foreign:
+        return f"names '{foreign[0]}', which is not a schedule of this experiment's grid"
+    done = summary[summary["status"] == "finished"]
+    val = {(s, int(b), int(seed)): float(v) for s, b, seed, v in
+           zip(done["schedule"], done["budget"], done["seed"], done["val_mae"])}
+    for base, per in rec["schedules"].items():
+        for budget, choice in per.items():
+            b = int(budget)
+            scores: dict[str, float | None] = {}
+            for point, recorded in choice["val_mae"].items():
+                if point not in rec["settings"] or not (point == base or
+                                                        point.startswith(base + "@")):
+                    return f"'{point}' is not a tuning point of '{base}'"
+                if any((point, b, s) not in cells for s in tune_seeds):
+                    return f"'{point}' at {b} epochs was not tuned on its tuning seeds here"
+                runs = [val.get((point, b, s)) for s in tune_seeds]
+                score = None if None in runs else sum(runs) / len(runs)
+                if (score is None) != (recorded is None) or (
+                        score is not None and not math.isclose(score, recorded, rel_tol=1e-9)):
+                    return (f"the validation MAE it records for '{point}' at {b} epochs is not "
+                            "what the runs give")
+                scores[point] = score
+            eligible = {p: v for p, v in scores.items() if v is not None and math.isfinite(v)}
+            chosen = choice.get("chosen")
+            if chosen is None:
+                if eligible:
+                    return f"it chooses nothing for '{base}' at {b} epochs"
+                continue
+            if chosen not in eligible or eligible[chosen] > min(eligible.values()) * (1 + 1e-9):
+                return (f"its choice for '{base}' at {b} epochs is not the lowest validation "
+                        "MAE of the runs")
+            if any((chosen, b, s) not in cells for s in eval_seeds):
+                return f"'{chosen}' at {b} epochs was not evaluated on the evaluation seeds here"
+    return None
 
 
 def _facts_ok(facts) -> bool:
@@ -165,35 +324,50 @@ def _checked_baselines(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         if col in ("baseline", "split", "data_sha256"):
             continue
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
+        bad = (values.isna() & df[col].notna()) | ~np.isfinite(values.fillna(0)) | (values < 0)
         if bad.any():
-            raise ConfigError(f"{path}: non-numeric {col} {df[col][bad].iloc[0]!r}")
+            from bench.store import short_repr
+
+            raise ConfigError(f"{path}: {col} {short_repr(df[col][bad].iloc[0])} is not a "
+                              "finite number >= 0")
         df[col] = values
     return df
 
 
-def read_tuning(exp_dir: Path) -> dict:
-    """``tuning.json`` checked field by field (a results folder is untrusted input), or {}."""
+def read_tuning(exp_dir: Path, notes: list[str] | None = None) -> dict:
+    """``tuning.json`` checked field by field (a results folder is untrusted input), or {}.
+    A file that is refused (a link, not a regular file, too large) is left out with a note
+    in ``notes``; one that is not a tuning record is a ``ConfigError``."""
     path = exp_dir / "tuning.json"
-    if not path.exists():
-        return {}
     bad = ConfigError(f"{path}: not a tuning record; move it aside or run the tuned grid "
                       "again")
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
+        rec = read_json(path, "tuning", exp_dir)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if notes is None:
+            raise bad from None
+        notes.append(f"{exc}; not used (the experiment is reported as untuned)")
+        return {}
+    except ValueError:
         raise bad from None
     ints = lambda v: isinstance(v, list) and all(  # noqa: E731
         isinstance(x, int) and not isinstance(x, bool) for x in v)
+    numbers = lambda v: isinstance(v, list) and all(  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        for x in v)
     if not (isinstance(rec, dict) and ints(rec.get("eval_seeds"))
             and ints(rec.get("tuning_seeds")) and isinstance(rec.get("schedules"), dict)
-            and isinstance(rec.get("settings"), dict) and isinstance(rec.get("space"), dict)):
+            and isinstance(rec.get("settings"), dict) and isinstance(rec.get("space"), dict)
+            and all(numbers(rec["space"].get(k, [])) for k in ("lr", "weight_decay"))):
         raise bad
     for per in rec["schedules"].values():
         if not isinstance(per, dict):
             raise bad
         for budget, c in per.items():
-            if not (budget.isdigit() and isinstance(c, dict)
+            if not (budget.isascii() and budget.isdigit() and len(budget) < 10
+                    and isinstance(c, dict)
                     and (c.get("chosen") is None or isinstance(c.get("chosen"), str))
                     and isinstance(c.get("val_mae"), dict)
                     and all(v is None or isinstance(v, (int, float))
@@ -273,13 +447,15 @@ def data_facts(res: Results) -> dict:
 
 
 def units(res: Results) -> str:
-    return data_facts(res).get("units") or "original units"
+    """The data's units as recorded, control characters escaped and shortened (the text is
+    escaped again for where it is shown)."""
+    return visible(data_facts(res).get("units") or "original units", 80)
 
 
 def dataset_title(res: Results) -> str:
-    """The dataset's own name (never the path of a user's folder)."""
+    """The dataset's own name (never the path of a user's folder), as ``units`` is."""
     name = data_facts(res).get("name") or res.experiment.get("dataset", {}).get("name", "?")
-    return Path(str(name)).name
+    return visible(Path(str(name)).name, 80)
 
 
 def interval_minutes(res: Results) -> int | None:

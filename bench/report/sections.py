@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data import ahead_text, interval_text
+from bench.escape import md_code, md_text
 from bench.report import note_study
 from bench.report.markdown import duration, f3, md_table, pm
 from bench.report.results import (
@@ -50,31 +51,33 @@ def header(res: Results, command: str | None = None) -> str:
     model = exp.get("model", {})
     train = exp.get("train", {})
     facts = data_facts(res)
-    opts = ", ".join(f"{k}={_shown(v)}" for k, v in ds.get("options", {}).items())
-    mopts = ", ".join(f"{k}={v}" for k, v in model.get("options", {}).items())
+    opts = md_text(", ".join(f"{k}={_shown(v)}" for k, v in ds.get("options", {}).items()), 600)
+    mopts = md_text(", ".join(f"{k}={v}" for k, v in model.get("options", {}).items()), 600)
     params = exp.get("parameters") or res.run_config.get("parameters")
     sha = model.get("source_sha256")
     command = command or f"python -m bench report --experiment {res.name}"
     lines = [
-        f"# Learning-rate schedules: {model.get('name', '?')} on {dataset_title(res)}",
+        f"# Learning-rate schedules: {md_text(model.get('name', '?'))} on "
+        f"{md_text(dataset_title(res))}",
         "",
-        f"Experiment `{res.name}`: {len(res.schedule_order)} schedules × budgets "
+        f"Experiment {md_code(res.name)}: {len(res.schedule_order)} schedules × budgets "
         f"{'/'.join(map(str, res.budgets))} epochs × {len(res.seeds)} "
         f"seed{'s' if len(res.seeds) != 1 else ''} ({', '.join(map(str, res.seeds))}). "
-        f"Regenerate with `{command}`.",
+        f"Regenerate with {md_code(command, 1000)}.",
         "",
         "- **Data**: " + data_text(res, ds, facts, opts),
-        f"- **Model**: `{model.get('name')}`"
-        + (f" (`{model['import_path']}`, {model.get('origin')})" if model.get("import_path")
-           and model["import_path"] != model.get("name") else "")
+        f"- **Model**: {md_code(model.get('name'))}"
+        + (f" ({md_code(model['import_path'])}, {md_text(model.get('origin'))})"
+           if model.get("import_path") and model["import_path"] != model.get("name") else "")
         + (f"; options {mopts}" if mopts else "")
-        + (f"; {params:,} parameters" if params else "")
-        + (f"; source sha256 `{sha[:12]}`" if sha else "")
-        + f"; batch {train.get('batch_size')}, gradient clipping at "
-        f"{train.get('grad_clip')}" + "".join(f", {t}" for t in arithmetic_text(train))
+        + (f"; {params:,} parameters" if isinstance(params, int) and params else "")
+        + (f"; source sha256 {md_code(sha[:12])}" if sha else "")
+        + f"; batch {md_text(train.get('batch_size'))}, gradient clipping at "
+        f"{md_text(train.get('grad_clip'))}"
+        + "".join(f", {md_text(t)}" for t in arithmetic_text(train))
         + ". Every schedule of a seed starts from the same weights "
         "and sees batches in the same order.",
-        "- **Metrics**: masked MAE / RMSE / MAPE in " + units(res) + " (missing targets "
+        "- **Metrics**: masked MAE / RMSE / MAPE in " + md_text(units(res)) + " (missing targets "
         "excluded), on the test split unless marked val; *@h* is the h-th predicted step"
         + (f" ({', '.join(f'@{h} = {ahead_text(h, interval_minutes(res))}' for h in (3, 6, 12))}"
            f" ahead at {interval_text(interval_minutes(res))} data)"
@@ -104,21 +107,23 @@ def arithmetic_text(train: dict) -> list[str]:
 
 def data_text(res: Results, ds: dict, facts: dict, opts: str) -> str:
     """The data paragraph: what, how much, how often, how much is missing."""
-    head = f"`{dataset_title(res)}`" + (f" ({opts})" if opts else "")
+    head = md_code(dataset_title(res)) + (f" ({opts})" if opts else "")
     split = (f"time-ordered split {ds.get('train_fraction', 0.7):g}/"
-             f"{ds.get('val_fraction', 0.1):g}/rest, {ds.get('input_len', 12)} → "
-             f"{ds.get('output_len', 12)} steps, scaler fit on observed training values only")
+             f"{ds.get('val_fraction', 0.1):g}/rest, {md_text(ds.get('input_len', 12))} → "
+             f"{md_text(ds.get('output_len', 12))} steps, scaler fit on observed training "
+             "values only")
     if not facts:
         return f"{head}, {split}."
     sp = facts["splits"]
     missing = ", ".join(f"{k} {100 * sp[k]['missing_share']:.1f} %"
                         for k in ("train", "val", "test"))
     marker = ("none: only empty cells are missing, zeros are values"
-              if facts["null_value"] == "none" else f"{facts['null_value']}"
+              if facts["null_value"] == "none" else md_text(facts["null_value"])
               + ("" if facts.get("null_value_stated", True) else " (the default, not stated)"))
     return (f"{head}: {facts['nodes']} nodes, {facts['steps']} steps of "
-            f"{facts['interval_minutes']} min from {facts['start']} to {facts['end']} "
-            f"({facts['days']:.1f} days), in {facts['units']}; {split} "
+            f"{facts['interval_minutes']} min from {md_text(facts['start'])} to "
+            f"{md_text(facts['end'])} ({facts['days']:.1f} days), in {md_text(facts['units'])}; "
+            f"{split} "
             f"({sp['train']['steps']}/{sp['val']['steps']}/{sp['test']['steps']} steps, "
             f"{sp['train']['windows']}/{sp['val']['windows']}/{sp['test']['windows']} windows). "
             f"Missing-value marker {marker}; targets treated as missing: {missing}.")
@@ -157,8 +162,8 @@ def baseline_verdict(res: Results) -> str:
     if not lines:
         return ""
     seeds = "one seed" if len(res.seeds) == 1 else "mean over seeds"
-    return (f"## Against the baselines\n\nFinal test MAE in {units(res)} ({seeds}) against "
-            "the forecasters that need no training:\n\n" + "\n".join(lines))
+    return (f"## Against the baselines\n\nFinal test MAE in {md_text(units(res))} ({seeds}) "
+            "against the forecasters that need no training:\n\n" + "\n".join(lines))
 
 
 def schedules_section(res: Results) -> str:
@@ -166,8 +171,9 @@ def schedules_section(res: Results) -> str:
     for s in res.schedule_order:
         info = res.schedules[s]
         stepped = f"per {info['step_unit']}" + (" on val loss" if info["needs_metric"] else "")
-        rows.append([f"`{s}`", info["spec"]["kind"], info["hyperparameters"],
-                     info.get("optimizer", "–"), stepped, info["summary"]])
+        rows.append([f"`{s}`", md_text(info["spec"]["kind"]), md_text(info["hyperparameters"]),
+                     md_text(info.get("optimizer", "–")), md_text(stepped),
+                     md_text(info["summary"])])
     return "## Schedules\n\n" + md_table(
         ["schedule", "kind", "settings", "optimizer", "stepped", "what"], rows, "llllll")
 
@@ -267,7 +273,7 @@ def environment_section(res: Results) -> str:
         return ""
     keys = ["device", "device_name", "torch", "python", "numpy", "cpu_count", "torch_threads",
             "platform", "git_commit"]
-    rows = [[k, str(env.get(k))] for k in keys if k in env]
+    rows = [[k, md_text(env.get(k))] for k in keys if k in env]
     return "## Environment\n\n" + md_table(["", ""], rows, "ll")
 
 

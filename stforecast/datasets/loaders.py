@@ -86,12 +86,23 @@ Monday) with ``interval_minutes`` steps (default 5). With timestamps the step is
 smallest spacing; missing steps (a daylight-saving hour, an outage) are inserted as missing
 readings so that the time features stay true. A missing adjacency is an error, never
 silently an identity matrix. Every failure is a ``DataError`` naming the file.
+
+A data file is untrusted input too: it must be a regular file (a folder, FIFO or device is
+refused before it is opened) no larger than ``DATA_LIMITS`` for its format, and its size is
+checked against the shape it declares before a parser allocates anything: an ``.npy`` array
+(alone or in an ``.npz``) against its header's shape and dtype; a CSV against its header's
+columns (no line longer than ``MAX_CELL_BYTES`` per column allows, and the cells it holds
+must fit in the memory available to parse them). ``dataset.yaml`` is read as the suite reads
+every YAML file: a key given twice is an error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
 import pickle
+import stat
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -121,6 +132,15 @@ ADJACENCY_PATTERNS: tuple[tuple[str, ...], ...] = (
 MANIFEST = "dataset.yaml"
 
 
+GiB = 1 << 30
+# The most bytes a data file of each format may hold: far above the largest public traffic
+# datasets (PEMS-BAY's speeds are about 130 MB as CSV), far below what fills a disk by mistake.
+DATA_LIMITS = {".csv": 8 * GiB, ".npz": 16 * GiB, ".npy": 16 * GiB, ".h5": 32 * GiB,
+               ".hdf5": 32 * GiB, ".pkl": 2 * GiB, ".yaml": 1 << 20}
+MAX_CELL_BYTES = 64   # a CSV cell: a timestamp or a number, with room to spare
+PARSE_BYTES_PER_CELL = 32  # what pandas needs per CSV cell while parsing, about
+
+
 # --------------------------------------------------------------------------- small helpers
 
 def _brief(exc: BaseException) -> str:
@@ -136,8 +156,105 @@ def _brief(exc: BaseException) -> str:
 
 
 def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    """A regular file within the size limit of its format; else ``DataError``."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, device or socket"
+        raise DataError(f"{path}: {what}, not a regular file")
+    limit = DATA_LIMITS.get(Path(path).suffix.lower())
+    if limit is not None and st.st_size > limit:
+        raise DataError(f"{path}: {st.st_size:,} bytes, over the {limit:,}-byte limit for a "
+                        f"{Path(path).suffix.lower()} data file")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_csv_shape(path: Path) -> None:
+    """A CSV's size against the shape its header declares, before pandas sees it: the
+    header must end within 1 MiB, no line may be longer than its columns allow, and the
+    cells must fit in the memory available for parsing them."""
+    with open(path, "rb") as fh:
+        head = fh.readline(1 << 20)
+        if not head.endswith(b"\n") and fh.read(1):
+            raise DataError(f"{path}: the first line is longer than 1 MiB; not a CSV table")
+        columns = head.count(b",") + 1
+        width = columns * MAX_CELL_BYTES + 1024
+        rows, line, tail = 1, 2, 0
+        while chunk := fh.read(16 << 20):
+            pieces = chunk.split(b"\n")
+            lengths = [len(p) for p in pieces]
+            lengths[0] += tail
+            longest = max(lengths[:-1], default=0)
+            if max(longest, lengths[-1]) > width:
+                at = next((i for i, n in enumerate(lengths) if n > width), len(lengths) - 1)
+                raise DataError(f"{path}: line {line + at} is longer than {width:,} bytes, "
+                                f"more than {columns} columns of numbers take; not a CSV table "
+                                "of the header's shape")
+            rows += len(pieces) - 1
+            line += len(pieces) - 1
+            tail = lengths[-1]
+    cells = rows * columns
+    need, have = cells * PARSE_BYTES_PER_CELL, _available_memory()
+    if have is not None and need > have:
+        raise DataError(f"{path}: {rows:,} lines of {columns} columns; parsing them needs "
+                        f"about {need / GiB:.1f} GiB of memory, {have / GiB:.1f} GiB is "
+                        "available")
+
+
+def _check_npy_header(fh, path: Path, size: int, where: str = "", what: str = ".npy") -> None:
+    """The array an ``.npy`` stream declares must fit in the ``size`` bytes it comes in."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = fmt.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}{where}: cannot read as {what} ({_brief(exc)})") from exc
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > size:
+        raise DataError(f"{path}{where}: declares an array of shape {tuple(shape)} "
+                        f"({declared:,} bytes) in {size:,} bytes; truncated or forged")
+
+
+def _check_npz(path: Path) -> None:
+    """Every array of an ``.npz`` (or a bare ``.npy`` under that name) against the size its
+    header declares; an archive member is also held to the ``.npy`` limit once unpacked."""
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as fh:
+                _check_npy_header(fh, path, os.fstat(fh.fileno()).st_size, what="NPZ")
+            return
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                where = f" ({info.filename})"
+                if info.file_size > DATA_LIMITS[".npy"]:
+                    raise DataError(f"{path}{where}: unpacks to {info.file_size:,} bytes, over "
+                                    f"the {DATA_LIMITS['.npy']:,}-byte limit")
+                with zf.open(info) as fh:
+                    _check_npy_header(fh, path, info.file_size, where, "NPZ")
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read as NPZ ({_brief(exc)})") from exc
 
 
 def _id_str(label: object) -> str:
@@ -166,6 +283,7 @@ def _where(df: pd.DataFrame, row: int, col: int, first_line: int | None) -> str:
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     _require_file(path)
+    _check_csv_shape(path)
     try:
         return pd.read_csv(path, **kwargs)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -281,6 +399,7 @@ def _read_series_csv(path: Path) -> _Series:
 def _read_series_npz(path: Path) -> _Series:
     """An NPZ with ``data`` (or a single array) ``[T, N]`` / ``[T, N, F]``."""
     _require_file(path)
+    _check_npz(path)
     try:
         with open(path, "rb") as fh:
             loaded = np.load(fh, allow_pickle=False)
@@ -558,7 +677,11 @@ def _read_adjacency_npy(path: Path) -> np.ndarray:
     _require_file(path)
     try:
         with open(path, "rb") as fh:
+            _check_npy_header(fh, path, os.fstat(fh.fileno()).st_size)
+            fh.seek(0)
             adj = np.load(fh, allow_pickle=False)
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot read as .npy ({_brief(exc)})") from exc
     if not isinstance(adj, np.ndarray) or not np.issubdtype(adj.dtype, np.number):
@@ -610,7 +733,7 @@ OPTION_KEYS = ("adjacency", "start", "interval_minutes", "null_value", "units", 
 
 def _option(key: str, value: object, where: str, base: Path | None) -> object:
     """One option, type-checked; paths from a manifest are relative to its folder."""
-    bad = f"{where}: {key}={value!r} "
+    bad = f"{where}: {key}={_short(value)} "
     if key in ("series", "adjacency"):
         if not isinstance(value, (str, Path)) or not str(value).strip():
             raise DataError(bad + "must be a file path")
@@ -665,12 +788,49 @@ def _options(raw: dict, where: str, allowed: Sequence[str],
     return {k: _option(k, v, where, base) for k, v in raw.items()}
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DataError(f"duplicate key {_short(key)} at line {seen[key]} "
+                                        f"and line {line}")
+                    seen[key] = line
+                except TypeError:
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A bounded ``repr`` for messages: a value from a file may be huge (an alias bomb)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlevel, r.maxlist, r.maxdict = 2, 4, 4
+    return r.repr(value).encode("unicode_escape").decode("ascii")[:2 * limit]
+
+
 def _read_manifest(path: Path) -> dict:
     """``dataset.yaml`` as checked options plus ``series``; unknown keys are errors."""
+    _require_file(path)
+    loader = None
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        loader = _ManifestLoader(path.read_text(encoding="utf-8"))
+        spec = loader.get_single_data()
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise DataError(f"{path}: cannot read as YAML ({_brief(exc)})") from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(spec, dict):
         raise DataError(f"{path}: expected a mapping with keys such as series: and adjacency:")
     if "series" not in spec:
