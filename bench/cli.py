@@ -29,6 +29,7 @@ RUN_EXAMPLES = """examples:
 REPORT_EXAMPLES = """examples:
   python -m bench report --experiment quick
   python -m bench report --results results --experiment default --out reports
+  python -m bench report --experiment quick --margin 0.01   # judge equivalence within 1 %
 """
 
 PERF_EXAMPLES = """examples:
@@ -43,6 +44,7 @@ PERF_EXAMPLES = """examples:
 COMPARE_EXAMPLES = """examples:
   python -m bench compare default los-loop                 # writes reports/compare/compare.md
   python -m bench compare quick default --results results --out reports --name quick-vs-default
+  python -m bench compare tuned-default tuned-sz-taxi --margin 0.01
 """
 
 CHECK_EXAMPLES = """examples:
@@ -105,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results")
     rep.add_argument("--experiment", default="default")
     rep.add_argument("--out", default="reports", help="reports folder (default: reports)")
+    rep.add_argument("--margin", type=float,
+                     help="equivalence margin on the MAE ratio, e.g. 0.02 for ±2 %% (default: "
+                          "the one the profile declared, recorded in the results folder)")
+    rep.add_argument("--reference", help="schedule every other is compared with (default: "
+                                         "the profile's, recorded in the results folder)")
 
     chk = sub.add_parser("check", help="regression gate on final test MAE",
                          epilog=CHECK_EXAMPLES,
@@ -128,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compare each schedule tuned (its chosen setting per budget; the "
                           "default when every experiment was run with --tune) or at its own "
                           "settings (the default otherwise)")
+    cmp.add_argument("--margin", type=float,
+                     help="equivalence margin on the MAE ratio (default: the one every "
+                          "experiment records, else 0.02)")
     cmp.add_argument("--name", default="compare",
                      help="writes <out>/<name>/compare.md and performance_profile.png "
                           "(default: compare)")
@@ -311,10 +321,24 @@ def cmd_run(args) -> int:
             raise ConfigError("--shard cannot split a tuned grid: the settings are chosen "
                               "after every tuning run has finished; use --executor ray to "
                               "spread it over a cluster")
-        return run_tuned(profile, schedules, exp_dir, stream=sys.stderr, checked=checked,
+        code = run_tuned(profile, schedules, exp_dir, stream=sys.stderr, checked=checked,
                          executor=args.executor, address=args.address, command=command)
-    return run_grid(profile, schedules, exp_dir, executor=args.executor, address=args.address,
-                    shard_spec=args.shard, checked=checked, command=command)
+    else:
+        code = run_grid(profile, schedules, exp_dir, executor=args.executor,
+                        address=args.address, shard_spec=args.shard, checked=checked,
+                        command=command)
+    _record_report_settings(exp_dir, profile, profile_name)  # once the folder is accepted
+    return code
+
+
+def _record_report_settings(exp_dir: Path, profile, profile_name: str) -> None:
+    """The profile's report settings into the experiment folder (``report.json``)."""
+    from bench.report.settings import record_judging
+
+    note = record_judging(exp_dir, profile.report.reference, profile.report.margin,
+                          profile_name)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def default_experiment(profile_name: str, model: str | None, profile_model: str) -> str:

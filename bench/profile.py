@@ -116,6 +116,24 @@ class TuneSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """How ``bench report`` judges the experiment, declared before any result is seen: the
+    reference every schedule is compared with (never a best picked on the same seeds) and
+    the equivalence margin δ on the MAE ratio. ``bench run`` records them in the experiment
+    folder (``report.json``); they change no number, so they are not part of its identity."""
+
+    reference: str = "plateau"
+    margin: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not (self.reference.strip() and self.reference.isprintable()
+                and len(self.reference) <= 100):
+            raise ValueError(f"report.reference must name a schedule, got {self.reference!r}")
+        if not (0 < self.margin < 0.5):
+            raise ValueError(f"report.margin must be in (0, 0.5), got {self.margin}")
+
+
+@dataclass(frozen=True)
 class Profile:
     """A complete experiment description; ``bench run`` flags override single fields."""
 
@@ -136,6 +154,8 @@ class Profile:
     fuse: int = 1
     # The tuning protocol; with it, ``seeds`` are the evaluation seeds.
     tune: TuneSettings | None = None
+    # How the report judges: reference schedule and equivalence margin.
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     def __post_init__(self) -> None:
         check_budgets(self.budgets)

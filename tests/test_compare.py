@@ -1,5 +1,6 @@
-"""``python -m bench compare``: ranks and ratios across experiments, the performance profile,
-and a recommendation only where the paired evidence holds."""
+"""``python -m bench compare``: pooled tests across experiments, both intervals, a
+recommendation only where the pooled evidence holds, the answer first, and the descriptive
+profiles."""
 
 from __future__ import annotations
 
@@ -71,11 +72,14 @@ def test_indistinguishable_schedules_get_no_recommendation(tmp_path):
                         seeds=8, noise=0.003)
     text = compare(tmp_path, *names)
     for b in BUDGETS:
-        assert "no schedule is reliably better" in recommendation(text, b)
-        assert "use `" not in recommendation(text, b)
+        sentence = recommendation(text, b)
+        assert "no schedule is recommended" in sentence and "use `" not in sentence
+        # equal schedules within 0.3 % noise: equivalent within ±2 % on these datasets
+        assert "equivalent within ±2 % on these datasets" in sentence
     assert RECOMMENDATION_RULE in text
-    png = tmp_path / "reports/cmp/performance_profile.png"
-    assert png.stat().st_size > 10_000 and "](performance_profile.png)" in text
+    for png in ("performance_profile.png", "epochs_profile.png"):
+        assert (tmp_path / "reports/cmp" / png).stat().st_size > 10_000
+        assert f"]({png})" in text
 
 
 def test_a_schedule_clearly_better_everywhere_is_recommended(tmp_path):
@@ -84,23 +88,55 @@ def test_a_schedule_clearly_better_everywhere_is_recommended(tmp_path):
     text = compare(tmp_path, *names)
     for b in BUDGETS:
         sentence = recommendation(text, b)
-        assert sentence.startswith(f" At {b} epochs use `multistep`"), sentence
+        assert sentence.startswith(" **use `multistep`**"), sentence
+    answer = text.split("## Answer")[1].split("\n## ")[0]
+    assert text.index("## Answer") < text.index("## Experiments")
+    assert answer.count("**use `multistep`**") == len(BUDGETS)
+    assert "(3 experiments, 8 seeds each, margin ±2 %)" in answer
+    # pooled tests with both intervals, the top's pairs first
+    pooled = text.split(f"## {BUDGETS[0]} epochs")[1].split("Descriptive")[0]
+    first = next(line for line in pooled.splitlines() if line.startswith("| `multistep` vs"))
+    cells = [c.strip() for c in first.split("|")[1:-1]]
+    assert cells[1:3] == ["3", "24"] and cells[3].startswith("-")
+    assert cells[6].startswith("[-") and cells[7].startswith("[-")  # both intervals below 0
+    assert "better on these datasets" in cells[8]
     # ranks and ratios per experiment: multistep first everywhere, plateau second
-    row = next(line for line in text.splitlines() if line.startswith("| `multistep`"))
+    row = next(line for line in text.splitlines() if line.startswith("| `multistep` |"))
     assert row.count("1 (1.000)") == 3 and "| 1.00 | 1.000 |" in row
-    row = next(line for line in text.splitlines() if line.startswith("| `plateau`"))
+    row = next(line for line in text.splitlines() if line.startswith("| `plateau` |"))
     assert row.count("2 (1.1") == 3
 
 
-def test_five_seeds_cannot_support_a_recommendation(tmp_path):
-    """Five unanimous seeds give an exact two-sided p of 1/16 > 0.05: too few to tell."""
+def test_three_seeds_can_support_a_recommendation(tmp_path):
+    """The stratified sign-flip test decides from 3 seeds per experiment: a schedule 10 %
+    better everywhere is recommended (the exact sign-flip test within one table could not)."""
     names = experiments(tmp_path, {"plateau": 4.0, "multistep": 3.6, "constant": 4.1},
-                        seeds=5, noise=0.003)
+                        seeds=3, noise=0.003)
     sentence = recommendation(compare(tmp_path, *names), BUDGETS[0])
-    assert "no schedule is reliably better" in sentence
-    assert "is detectably better than every other schedule in no experiment: too few seeds "\
-        "to tell)" in sentence
-    assert "`multistep`" in sentence.split("within 1 % of the best on average")[1]
+    assert sentence.startswith(" **use `multistep`**"), sentence
+
+
+def test_a_schedule_worse_in_one_experiment_is_not_recommended(tmp_path):
+    """Better on two datasets, clearly worse on the third: the pooled test may favour it, but
+    the experiment that judges it worse keeps it from being recommended."""
+    results = tmp_path / "results"
+    for i, (name, good) in enumerate((("one", 3.6), ("two", 3.6), ("three", 4.4))):
+        write_experiment(results, name, {"plateau": 4.0, "multistep": good}, 8, 0.002, i)
+    text = compare(tmp_path, "one", "two", "three")
+    sentence = recommendation(text, BUDGETS[0])
+    assert "no schedule is recommended" in sentence
+    assert "In `three` it is judged worse than `plateau`" in sentence
+
+
+def test_identical_runs_are_one_row(tmp_path):
+    """Schedules whose runs are identical in every experiment are ranked and tested once."""
+    results = tmp_path / "results"
+    for i, name in enumerate(("one", "two")):
+        write_experiment(results, name, {"plateau": 4.0, "multistep": 3.8, "constant": 3.8},
+                         4, 0.0, i)
+    text = compare(tmp_path, "one", "two")
+    assert "`multistep` = `constant`" in text
+    assert "| `constant` |" not in text and "`multistep` vs `constant`" not in text
 
 
 def test_experiments_may_differ_in_schedules_and_budgets(tmp_path):
@@ -109,11 +145,14 @@ def test_experiments_may_differ_in_schedules_and_budgets(tmp_path):
     write_experiment(results, "b", {"plateau": 3.6, "onecycle": 4.0}, 3, 0.01, 1,
                      dataset="/data/private/my-sensors")
     text = compare(tmp_path, "a", "b")
-    row = next(line for line in text.splitlines() if line.startswith("| `onecycle`"))
+    row = next(line for line in text.splitlines() if line.startswith("| `onecycle` |"))
     assert row.startswith("| `onecycle` | – | 2 (1.") and "| 2.00 |" in row
-    row = next(line for line in text.splitlines() if line.startswith("| `plateau`"))
+    row = next(line for line in text.splitlines() if line.startswith("| `plateau` |"))
     assert "| 2 (1." in row and "| 1 (1.000) |" in row and "| 1.50 |" in row
-    assert "`multistep`, best by mean rank, did not run in `b`" in text
+    # only plateau ran in both: it is the candidate, compared with each where both ran
+    sentence = recommendation(text, BUDGETS[0])
+    assert "Lowest pooled mean: `plateau`" in sentence or "use `plateau`" in sentence
+    assert "`plateau` vs `multistep` | 1 | 3 |" in text
     assert "my-sensors" in text and "my_model.py:Net" in text
     for path in (str(tmp_path), "/data/private", "/somewhere"):
         assert path not in text  # experiment names, never folders

@@ -176,7 +176,7 @@ def test_one_seed_shows_no_spread_and_no_interval(tmp_path, monkeypatch):
     assert main(["report", "--results", "results", "--experiment", "own"]) == 0
     text = (tmp_path / "reports/own/report.md").read_text()
     assert "**One seed**" in text and "± " not in text
-    assert "[" not in text.split("## Against the original configuration")[1].split("##")[0] \
+    assert "[" not in text.split("## Against the reference")[1].split("##")[0] \
         .replace("[B", "")  # no interval brackets in the comparison table
 
 
@@ -189,7 +189,7 @@ def test_the_baselines_verdict_says_when_nothing_beats_them(tmp_path, monkeypatc
     assert main(["run", "--profile", str(prof), "--results", "results"]) == 0
     assert main(["report", "--results", "results", "--experiment", "own"]) == 0
     text = (tmp_path / "reports/own/report.md").read_text()
-    verdict = text.split("## Against the baselines")[1].split("##")[0]
+    verdict = text.split("## Answer")[1].split("##")[0]
     assert "no trained schedule beats" in verdict or "beats the historical average" in verdict
     summary = pd.read_csv(tmp_path / "results/own/summary.csv")
     base = pd.read_csv(tmp_path / "results/own/baselines.csv")

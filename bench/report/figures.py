@@ -40,6 +40,7 @@ def _colors(res: Results) -> dict[str, str]:
 
 
 def _style(name: str) -> dict:
+    name = name.split(" = ")[0]  # merged rows (identical runs) take their first schedule's
     return {"linewidth": 2.2 if name in SEED_SCHEDULES else 1.2,
             "linestyle": "-" if name in SEED_SCHEDULES or "_" not in name else "--"}
 
@@ -183,13 +184,16 @@ def final_figure(res: Results, path: Path) -> None:
     _save(fig, path)
 
 
-def write_figures(res: Results, out_dir: Path) -> dict[str, str]:
-    """Draw every figure into ``out_dir``; return key -> file name for the markdown."""
+def write_figures(res: Results, out_dir: Path, view: Results | None = None) -> dict[str, str]:
+    """Draw every figure into ``out_dir``; return key -> file name for the markdown. The
+    curves come from ``view`` (in a tuned experiment the tuned view, as every headline),
+    the lr sensitivity from ``res``'s tuning record."""
+    view = view if view is not None else res
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"lr": "lr.png", "mae": "mae.png", "final": "final_mae.png"}
-    lr_figure(res, out_dir / files["lr"])
-    mae_figure(res, out_dir / files["mae"])
-    final_figure(res, out_dir / files["final"])
+    lr_figure(view, out_dir / files["lr"])
+    mae_figure(view, out_dir / files["mae"])
+    final_figure(view, out_dir / files["final"])
     if res.tuning:
         files["sensitivity"] = "lr_sensitivity.png"
         sensitivity_figure(res, out_dir / files["sensitivity"])
@@ -240,10 +244,14 @@ def sensitivity_figure(res: Results, path: Path) -> None:
 
 def performance_profile_figure(ratios: dict[int, dict[str, list[float]]], order: list[str],
                                path: Path, tau_max: float = 1.25,
-                               title: str = "Performance profile") -> None:
+                               title: str = "Performance profile",
+                               xlabel: str = "τ (ratio to the best mean final test MAE)",
+                               ylabel: str = "share of experiments within τ of the best"
+                               ) -> None:
     """AlgoPerf-style performance profile: per budget (one panel) and schedule (one curve),
     the share of experiments in which the schedule's ratio to the best is at most τ.
-    ``ratios`` maps budget -> schedule -> ratio per experiment (inf where it did not run)."""
+    ``ratios`` maps budget -> schedule -> ratio per experiment (inf where it did not run or,
+    for epochs to a target, did not reach it)."""
     budgets = sorted(ratios)
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(order)}
     taus = np.linspace(1.0, tau_max, 501)
@@ -257,11 +265,11 @@ def performance_profile_figure(ratios: dict[int, dict[str, list[float]]], order:
             ax.step(taus, share, where="post", color=colors.get(s, "black"), label=s,
                     **_style(s))
         ax.set_title(f"{b}-epoch budget")
-        ax.set_xlabel("τ (ratio to the best mean final test MAE)")
+        ax.set_xlabel(xlabel)
         ax.set_xlim(1.0, tau_max)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("share of experiments within τ of the best")
+    axes[0].set_ylabel(ylabel)
     fig.suptitle(title)
     labelled = {}  # every panel's curves: a schedule may run at some budgets only
     for ax in axes:

@@ -2,9 +2,11 @@
 
 Nothing here touches the file system or matplotlib; ``bench.report.figures`` draws the PNGs
 and ``bench.report.write_report`` writes both. Every number in the text is computed from
-``summary.csv``, ``epochs.csv`` and ``baselines.csv`` of one experiment folder. The tuning
-note's case study (claims, paired comparison against Plateau, ablation) is its own module,
-``bench.report.note_study``; this one is the part every experiment gets.
+``summary.csv``, ``epochs.csv`` and ``baselines.csv`` of one experiment folder (and
+``tuning.json``), and nothing else: no clock, no machine path, so the same records give the
+same text. The report opens with the answer (``answer_section``), then the tuning note's
+claims (``bench.report.note_study``), then every detail; verdicts come from
+``bench.report.verdicts``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from bench.data import ahead_text, interval_text
-from bench.escape import md_code, md_text
 from bench.report import note_study
-from bench.report.markdown import duration, f3, md_table, pm
+from bench.report.markdown import code, duration, f3, md_table, md_text, p_text, pct, pm
 from bench.report.results import (
     BASELINE_LABELS,
     Results,
@@ -29,7 +30,18 @@ from bench.report.results import (
     ranking,
     units,
 )
+from bench.report.settings import Judging
+from bench.report.stats import margin_text, verdict_rule
 from bench.report.tuned import tuned_section
+from bench.report.verdicts import (
+    BudgetVerdicts,
+    answer_line,
+    best_set_text,
+    headline_view,
+    judge_budget,
+    merged_note,
+    needed_text,
+)
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -42,54 +54,67 @@ def horizon_label(res: Results, h: int) -> str:
 def _shown(value) -> str:
     """An option's value for the report: a path shows only its last part (reports travel)."""
     text = str(value)
-    return Path(text).name if ("/" in text or "\\" in text) else text
+    return md_text(Path(text).name if ("/" in text or "\\" in text) else text)
 
 
-def header(res: Results, command: str | None = None) -> str:
+def title(res: Results, command: str | None = None, tuned: bool = False) -> str:
+    """The title and the one line that says what was run and how to regenerate it."""
+    model = res.experiment.get("model", {})
+    command = command or f"python -m bench report --experiment {md_text(res.name)}"
+    seeds = len(res.seeds)
+    line = (f"Experiment {code(res.name)}: {len(res.schedule_order)} schedules × budgets "
+            f"{'/'.join(map(str, res.budgets))} epochs × {seeds} "
+            f"seed{'s' if seeds != 1 else ''} ({', '.join(map(str, res.seeds))})"
+            + ("; every schedule tuned on the same search space, and every headline number "
+               "below is the tuned one (own-settings numbers are labelled as such)"
+               if tuned else "")
+            + f". Regenerate with `{command}`.")
+    return (f"# Learning-rate schedules: {md_text(model.get('name', '?'))} on "
+            f"{md_text(dataset_title(res))}\n\n{line}")
+
+
+def setup_section(res: Results, judging: Judging) -> str:
+    """Data, model, metrics and the settings the verdicts are judged under."""
     exp = res.experiment
     ds = exp.get("dataset", {})
     model = exp.get("model", {})
     train = exp.get("train", {})
     facts = data_facts(res)
-    opts = md_text(", ".join(f"{k}={_shown(v)}" for k, v in ds.get("options", {}).items()), 600)
-    mopts = md_text(", ".join(f"{k}={v}" for k, v in model.get("options", {}).items()), 600)
+    opts = ", ".join(f"{md_text(k)}={_shown(v)}" for k, v in ds.get("options", {}).items())
+    mopts = ", ".join(f"{md_text(k)}={md_text(v)}" for k, v in model.get("options", {}).items())
     params = exp.get("parameters") or res.run_config.get("parameters")
     sha = model.get("source_sha256")
-    command = command or f"python -m bench report --experiment {res.name}"
     lines = [
-        f"# Learning-rate schedules: {md_text(model.get('name', '?'))} on "
-        f"{md_text(dataset_title(res))}",
-        "",
-        f"Experiment {md_code(res.name)}: {len(res.schedule_order)} schedules × budgets "
-        f"{'/'.join(map(str, res.budgets))} epochs × {len(res.seeds)} "
-        f"seed{'s' if len(res.seeds) != 1 else ''} ({', '.join(map(str, res.seeds))}). "
-        f"Regenerate with {md_code(command, 1000)}.",
+        "## Setup",
         "",
         "- **Data**: " + data_text(res, ds, facts, opts),
-        f"- **Model**: {md_code(model.get('name'))}"
-        + (f" ({md_code(model['import_path'])}, {md_text(model.get('origin'))})"
+        f"- **Model**: {code(model.get('name'))}"
+        + (f" ({code(model['import_path'])}, {md_text(model.get('origin'))})"
            if model.get("import_path") and model["import_path"] != model.get("name") else "")
         + (f"; options {mopts}" if mopts else "")
-        + (f"; {params:,} parameters" if isinstance(params, int) and params else "")
-        + (f"; source sha256 {md_code(sha[:12])}" if sha else "")
+        + (f"; {params:,} parameters" if isinstance(params, int) else "")
+        + (f"; source sha256 {code(str(sha)[:12])}" if sha else "")
         + f"; batch {md_text(train.get('batch_size'))}, gradient clipping at "
         f"{md_text(train.get('grad_clip'))}"
-        + "".join(f", {md_text(t)}" for t in arithmetic_text(train))
+        + "".join(f", {t}" for t in arithmetic_text(train))
         + ". Every schedule of a seed starts from the same weights "
         "and sees batches in the same order.",
-        "- **Metrics**: masked MAE / RMSE / MAPE in " + md_text(units(res)) + " (missing targets "
-        "excluded), on the test split unless marked val; *@h* is the h-th predicted step"
+        "- **Metrics**: masked MAE / RMSE / MAPE in " + md_text(units(res)) + " (missing "
+        "targets excluded), on the test split unless marked val; *@h* is the h-th predicted "
+        "step"
         + (f" ({', '.join(f'@{h} = {ahead_text(h, interval_minutes(res))}' for h in (3, 6, 12))}"
            f" ahead at {interval_text(interval_minutes(res))} data)"
            if interval_minutes(res) else "")
         + "; the overall value is the mean of the per-step values. "
         "*Final* is the last epoch of the budget; *best-val* is the epoch with the lowest "
         "validation MAE within the budget.",
+        f"- **Verdicts**: {judging.caption()}. Per-seed numbers: `per_seed.csv` beside this "
+        "report.",
     ]
     if len(res.seeds) == 1:
         lines.append("- **One seed**: every comparison in this report rests on a single seed, "
-                     "so no spread and no interval is shown; differences between schedules "
-                     "may be seed noise.")
+                     "so no spread, no interval and no verdict is shown; differences between "
+                     "schedules may be seed noise.")
     return "\n".join(lines)
 
 
@@ -107,7 +132,7 @@ def arithmetic_text(train: dict) -> list[str]:
 
 def data_text(res: Results, ds: dict, facts: dict, opts: str) -> str:
     """The data paragraph: what, how much, how often, how much is missing."""
-    head = md_code(dataset_title(res)) + (f" ({opts})" if opts else "")
+    head = code(dataset_title(res)) + (f" ({opts})" if opts else "")
     split = (f"time-ordered split {ds.get('train_fraction', 0.7):g}/"
              f"{ds.get('val_fraction', 0.1):g}/rest, {md_text(ds.get('input_len', 12))} → "
              f"{md_text(ds.get('output_len', 12))} steps, scaler fit on observed training "
@@ -129,51 +154,104 @@ def data_text(res: Results, ds: dict, facts: dict, opts: str) -> str:
             f"Missing-value marker {marker}; targets treated as missing: {missing}.")
 
 
-def _the(label: str) -> str:
-    return label if label == "persistence" else f"the {label}"
-
-
-def baseline_verdict(res: Results) -> str:
-    """Per budget, whether the best schedule beats the baselines on test, by how much; said
-    plainly before any ranking when none does."""
-    ha = baseline(res, "historical_average")
-    pers = baseline(res, "persistence")
-    if ha is None and pers is None:
+def answer_section(res: Results, verdicts: dict[int, BudgetVerdicts], tuned: bool) -> str:
+    """The answer first: per budget, the schedule to use or the best set with its verdict
+    words, the margin, the seeds, the reference comparisons and the baselines."""
+    if not verdicts:
         return ""
-    lines = []
-    refs = [(BASELINE_LABELS[n], v) for n, v in (("historical_average", ha),
-                                                  ("persistence", pers)) if v is not None]
-    for b in res.budgets:
-        ranked = ranking(res, b)
-        if not ranked:
-            continue
-        best, mae = ranked[0]
-        losing = [(label, v) for label, v in refs if mae >= v]
-        if losing:
-            lost = " and ".join(f"{_the(label)} ({f3(v)})" for label, v in losing)
-            lines.append(f"- **{b} epochs: no trained schedule beats {lost}**; the best, "
-                         f"`{best}`, reaches {f3(mae)}. The rankings below compare schedules "
-                         "that all lose to a forecaster that needs no training.")
+    judging = next(iter(verdicts.values())).judging
+    lines = [answer_line(res, v, tuned) for v in verdicts.values()]
+    return ("## Answer\n\nWhich schedule to use at each budget, by final test MAE paired by "
+            f"seed: the best set is every schedule no other is better than (all pairs, paired "
+            f"t, Holm), each with its verdict against the best; equivalence is within "
+            f"±{margin_text(judging.margin)} on the MAE ratio"
+            + (", with each schedule at the setting its tuning chose" if tuned else "")
+            + ". The rule and the tables are under *Against the reference* below.\n\n"
+            + "\n".join(lines))
+
+
+def comparison_section(res: Results, verdicts: dict[int, BudgetVerdicts], tuned: bool) -> str:
+    """Every schedule against the pre-declared reference, per budget: the verdict table,
+    the best set and the seeds the table needs."""
+    if not verdicts:
+        return ""
+    judging = next(iter(verdicts.values())).judging
+    ref = code(judging.reference)
+    parts = [f"## Against the reference ({ref}), paired by seed"
+             + (", each schedule tuned" if tuned else ""),
+             f"{verdict_rule(judging.margin, judging.alpha)} The reference is declared before "
+             "the runs (the profile's `report.reference`), never the best of the same seeds. "
+             f"*change*: the geometric mean over seeds of the MAE ratio to {ref}, minus 1 "
+             "(negative is better); *interval*: its simultaneous interval; *wins*: seeds on "
+             f"which the schedule beat {ref}; *t p*, *TOST p*, *sign-flip p*: raw, with the "
+             "Holm-adjusted value in parentheses; the exact sign-flip test (all 2ⁿ sign "
+             "patterns; ≈: 9999 random ones beyond 16 seeds) is a robustness check that "
+             "assumes no normality: † marks a row where it could reach 0.05 and disagrees with "
+             "the t verdict. *Best set*: all pairs compared, Holm over every pair."]
+    parts += [comparison_table(res, v) for v in verdicts.values()]
+    return "\n\n".join(parts)
+
+
+def comparison_table(res: Results, v: BudgetVerdicts) -> str:
+    head = f"### {v.budget} epochs (ranked by mean final test MAE)"
+    ref = code(v.judging.reference)
+    notes = []
+    if v.reference is None:
+        notes.append(f"The reference {ref} has no finished run at this budget, so no "
+                     "comparison against it is made.")
+    rows = []
+    for rank, r in enumerate(v.rows, 1):
+        cells = [str(rank), r.label, pm(list(r.values.values()))]
+        j = v.judgements.get(r.names)
+        if r is v.reference:
+            rows.append(cells + ["reference"] + ["–"] * 6)
+        elif j is None:
+            rows.append(cells + ["no shared seeds" if v.reference is not None else "–"]
+                        + ["–"] * 6)
         else:
-            gains = " and ".join(f"{_the(label)} ({f3(v)}) by {100 * (v - mae) / v:.1f} %"
-                                 for label, v in refs)
-            lines.append(f"- {b} epochs: the best schedule, `{best}` ({f3(mae)}), beats "
-                         f"{gains}.")
-    if not lines:
-        return ""
-    seeds = "one seed" if len(res.seeds) == 1 else "mean over seeds"
-    return (f"## Against the baselines\n\nFinal test MAE in {md_text(units(res))} ({seeds}) "
-            "against the forecasters that need no training:\n\n" + "\n".join(lines))
+            rows.append(cells + [
+                pct(j.change), j.interval_text(), f"{j.wins}/{j.n}",
+                _p_pair(j.p, j.p_holm), _p_pair(j.p_tost, j.p_tost_holm),
+                _p_pair(j.p_flip, j.p_flip_holm, j.flip_exact),
+                j.text() + (" †" if j.flagged else "")])
+    level = next((j.level for j in v.judgements.values() if j.level), None)
+    table = md_table(["rank", "schedule", "test MAE", f"change vs {ref}",
+                      "simultaneous 95 % interval", "wins", "t p (Holm)",
+                      f"TOST ±{margin_text(v.judging.margin)} p (Holm)",
+                      "sign-flip p (Holm)", "verdict"], rows, "llrrrrrrrl")
+    if level is not None:
+        notes.append(f"Intervals: simultaneous 95 % over the m = {v.m} comparisons (each at "
+                     f"{100 * level:.4g} %, Bonferroni); the verdicts are Holm's over the "
+                     "same m.")
+        n = max(j.n for j in v.judgements.values())
+        if not any(j.flip_can_reject for j in v.judgements.values()) and n >= 2:
+            notes.append(f"With {n} seeds and {v.m} comparisons the sign-flip test cannot reach "
+                         f"0.05 (its smallest Holm p is {v.m} × 2/2^{n} = "
+                         f"{min(1.0, v.m * 2 / 2 ** n):.3g}), so it flags nothing.")
+    merged = merged_note(v.rows)
+    if merged:
+        notes.append(merged)
+    notes.append(f"**Best set**: {best_set_text(v)}"
+                 + (f" (all {v.best.pairs} pairs, Holm; intervals simultaneous over them)"
+                    if v.best is not None and v.best.n >= 3 else "") + ".")
+    notes.append(needed_text(res, v))
+    return head + "\n\n" + table + "\n\n" + "\n\n".join(notes)
+
+
+def _p_pair(p: float | None, adjusted: float | None, exact: bool = True) -> str:
+    if p is None:
+        return "–"
+    return f"{p_text(p, exact)} ({p_text(adjusted, exact)})"
 
 
 def schedules_section(res: Results) -> str:
     rows = []
     for s in res.schedule_order:
         info = res.schedules[s]
-        stepped = f"per {info['step_unit']}" + (" on val loss" if info["needs_metric"] else "")
-        rows.append([f"`{s}`", md_text(info["spec"]["kind"]), md_text(info["hyperparameters"]),
-                     md_text(info.get("optimizer", "–")), md_text(stepped),
-                     md_text(info["summary"])])
+        stepped = (f"per {md_text(info['step_unit'])}"
+                   + (" on val loss" if info["needs_metric"] else ""))
+        rows.append([code(s), md_text(info["spec"]["kind"]), md_text(info["hyperparameters"]),
+                     md_text(info.get("optimizer", "–")), stepped, md_text(info["summary"])])
     return "## Schedules\n\n" + md_table(
         ["schedule", "kind", "settings", "optimizer", "stepped", "what"], rows, "llllll")
 
@@ -183,7 +261,7 @@ def mae_table(res: Results, column: str, title: str, note: str = "") -> str:
     best = {b: (ranking(res, b, column) or [(None, 0)])[0][0] for b in budgets}
     rows = []
     for s in res.schedule_order:
-        row = [f"`{s}`"]
+        row = [code(s)]
         for b in budgets:
             cell = pm(list(per_seed(res, s, b, column).values()))
             row.append(f"**{cell}**" if s == best[b] else cell)
@@ -212,7 +290,7 @@ def horizon_tables(res: Results) -> str:
                 continue
             cells = [f3(np.mean(list(v.values()))) for v in vals[:-1]]
             cells.append(f"{np.mean(list(vals[-1].values())):.0f}")
-            rows.append([f"`{s}`"] + cells)
+            rows.append([code(s)] + cells)
         for name, label in BASELINE_LABELS.items():
             if baseline(res, name) is None:
                 continue
@@ -236,7 +314,7 @@ def timing_section(res: Results) -> str:
         shared = int(longest["shared_epochs"].sum()) if has_shared else 0
         total += seconds.sum()
         shared_total += shared
-        rows.append([f"`{s}`", f"{d['seconds_per_epoch'].mean():.2f}", str(len(longest)),
+        rows.append([code(s), f"{d['seconds_per_epoch'].mean():.2f}", str(len(longest)),
                      str(shared), duration(seconds.sum())])
     return ("## Time\n\nSeconds per epoch include validation and test evaluation. A schedule "
             "whose lr path does not depend on the budget is trained once per seed to the "
@@ -260,7 +338,7 @@ def status_section(res: Results) -> str:
         detail = ""
         if r["status"] == "diverged" and not pd.isna(r.get("diverged_epoch")):
             detail = f"diverged at epoch {int(r['diverged_epoch'])}"
-        rows.append([f"`{r['schedule']}`", str(r["budget"]), str(r["seed"]), r["status"],
+        rows.append([code(r["schedule"]), str(r["budget"]), str(r["seed"]), md_text(r["status"]),
                      str(r["epochs_done"]), detail])
     return ("## Runs that did not finish\n\nThese cells are left out of the means above.\n\n"
             + md_table(["schedule", "budget", "seed", "status", "epochs done", "detail"], rows,
@@ -300,31 +378,57 @@ def figures_section(figures: dict[str, str], one_seed: bool = False) -> str:
     return "\n\n".join(parts)
 
 
-def render(res: Results, figures: dict[str, str], command: str | None = None) -> str:
-    """The whole report as markdown; ``command`` is the one that regenerates it."""
-    one_seed = len(res.seeds) == 1
+def own_settings_section(res: Results, view: Results) -> str:
+    """In a tuned experiment, the schedules at their own settings, labelled so, when every
+    schedule's own runs are there (a partial set would mislead; the tuned table shows what
+    there is)."""
+    if not res.tuning or view is res:
+        return ""
+    bases = [s for s in res.order if s in res.tuning.get("schedules", {})]
+    complete = bases and all(per_seed(res, s, b) for s in bases for b in view.budgets)
+    if not complete:
+        return ""
+    return mae_table(res, "test_mae", "Own settings (not tuned): final test MAE (" + (
+        "one seed)" if len(res.seeds) == 1 else "mean ± std over seeds)"),
+        "Each schedule at the lr and weight decay its definition names, on the same "
+        "evaluation seeds: for scale only; every verdict above is on the tuned runs.")
+
+
+def render(res: Results, figures: dict[str, str], command: str | None = None,
+           judging: Judging | None = None) -> str:
+    """The whole report as markdown; ``command`` is the one that regenerates it, ``judging``
+    the settings the verdicts use. In a tuned experiment every headline section is made from
+    the tuned view (each schedule at its chosen setting), never from own-settings runs."""
+    judging = judging or Judging()
+    view = headline_view(res)
+    tuned = view is not res
+    verdicts = {b: judge_budget(view, b, judging) for b in view.budgets}
+    one_seed = len(view.seeds) == 1
     spread = "one seed" if one_seed else "mean ± std over seeds"
+    label = ", each schedule tuned" if tuned else ""
     sections = [
-        header(res, command),
-        baseline_verdict(res),
+        title(view, command, tuned),
+        answer_section(view, verdicts, tuned),
+        setup_section(res, judging),
         status_section(res),
-        tuned_section(res),
+        note_study.claims_section(res, view, verdicts),
+        tuned_section(res, view, verdicts),
         figures_section({k: v for k, v in figures.items() if k == "sensitivity"}, one_seed),
-        note_study.claims_section(res),
+        comparison_section(view, verdicts, tuned),
         figures_section({k: v for k, v in figures.items() if k == "lr"}, one_seed),
-        mae_table(res, "test_mae", f"Final test MAE ({spread})",
-                  "Bold: lowest per budget (whether it beats the baselines is stated above). "
-                  "Historical average and persistence need no training and are shown for "
-                  "scale."),
+        mae_table(view, "test_mae", f"Final test MAE{label} ({spread})",
+                  "Bold: lowest per budget. Historical average and persistence need no "
+                  "training and are shown for scale."),
         figures_section({k: v for k, v in figures.items() if k in ("mae", "final")},
                         one_seed),
-        mae_table(res, "best_test_mae", f"Test MAE at the best-validation epoch ({spread})",
+        mae_table(view, "best_test_mae",
+                  f"Test MAE at the best-validation epoch{label} ({spread})",
                   "Early stopping on validation MAE within each budget, as a practitioner "
                   "would select a checkpoint."),
-        note_study.comparison_section(res),
-        note_study.ablation_section(res),
-        horizon_tables(res),
-        schedules_section(res),
+        own_settings_section(res, view),
+        note_study.ablation_section(res, judging),
+        horizon_tables(view),
+        schedules_section(view),
         timing_section(res),
         environment_section(res),
     ]
