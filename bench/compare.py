@@ -22,6 +22,7 @@ schedule is represented at every budget by its chosen setting's evaluation runs.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +364,8 @@ def epochs_profile(tables: list[Budget], results: dict[str, Results], margin: fl
 
 def render(name: str, results: list[Results], tables: list[Budget], order: list[str],
            figures: dict[str, str], settings: str = "own", margin: float = MARGIN,
-           epochs: dict[int, list[list[str]]] | None = None) -> str:
+           epochs: dict[int, list[list[str]]] | None = None, command: str | None = None
+           ) -> str:
     by_name = {res.name: res for res in results}
     answers = {t.budget: judge(t, margin) for t in tables}
     view = ("**Each schedule tuned.** Every schedule is represented by the setting its "
@@ -376,7 +378,7 @@ def render(name: str, results: list[Results], tables: list[Budget], order: list[
              answer_section(tables, answers, by_name, margin),
              "## Experiments\n\n" + "; ".join(describe(res) for res in results) + ". "
              + view + " Per-seed numbers of every experiment: `per_seed.csv` beside this "
-             "summary.",
+             "summary." + (f" Regenerate with {code(command, 1000)}." if command else ""),
              f"## How this is decided\n\n**Recommendation rule.** {RECOMMENDATION_RULE} "
              f"Margin δ = ±{margin_text(margin)} on the MAE ratio. Identical runs (the same "
              "per-seed records in every experiment) are one row."]
@@ -448,7 +450,8 @@ def common_margin(results: list[Results], results_dir: Path | None,
 
 
 def write_compare(results: list[Results], out_dir: Path, name: str,
-                  settings: str = "own", margin: float = MARGIN) -> Path:
+                  settings: str = "own", margin: float = MARGIN,
+                  command: str | None = None) -> Path:
     """``settings``: ``own`` (each schedule's own lr and weight decay) or ``tuned`` (every
     experiment must be tuned; each schedule at its chosen setting, ``tuned_view``)."""
     from bench.report.figures import performance_profile_figure
@@ -483,8 +486,23 @@ def write_compare(results: list[Results], out_dir: Path, name: str,
                       per_seed_csv([(res.name, res) for res in originals]))
     path = target / "compare.md"
     atomic_write_text(path, render(name, results, tables, order, figures, settings, margin,
-                                   epochs))
+                                   epochs, command))
     return path
+
+
+def compare_command(args) -> str:
+    """The command that writes this comparison again, with paths as ``bench report``'s
+    regenerate line gives them (no folder of the machine that made it)."""
+    from bench.report.command import relative
+
+    words = ["python -m bench compare", *map(shlex.quote, args.experiments), "--results",
+             relative(Path(args.results)), "--out", relative(Path(args.out)), "--name",
+             shlex.quote(args.name)]
+    if args.settings:
+        words += ["--settings", args.settings]
+    if getattr(args, "margin", None) is not None:
+        words += ["--margin", f"{args.margin:g}"]
+    return " ".join(words)
 
 
 def cmd_compare(args) -> int:
@@ -512,6 +530,7 @@ def cmd_compare(args) -> int:
         print(f"note: {terminal(note, 1000)}", file=sys.stderr)
     settings = args.settings or ("tuned" if all(res.tuning for res in results) else "own")
     margin = common_margin(results, results_dir, getattr(args, "margin", None))
-    path = write_compare(results, Path(args.out), args.name, settings, margin)
+    path = write_compare(results, Path(args.out), args.name, settings, margin,
+                         compare_command(args))
     print(f"wrote {path}, per_seed.csv and the profiles", file=sys.stderr)
     return 0

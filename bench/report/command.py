@@ -117,20 +117,22 @@ def per_seed_csv(results: list[tuple[str, Results]]) -> str:
     return buf.getvalue()
 
 
-def regenerate_command(exp_dir: Path, out_dir: Path, judging: Judging | None = None) -> str:
-    """The command that writes this report again, from the folder it was run in. Paths are
-    relative to that folder; a folder outside it is named by its last part only (run from
-    its parent), so the report names no folder of the machine that made it. Settings given
-    on the command line are repeated."""
-    def rel(path: Path) -> str:
-        text = os.path.relpath(Path(path).resolve(), Path.cwd())
-        return shlex.quote(Path(path).resolve().name if text.startswith("..") else text)
+def relative(path: Path) -> str:
+    """``path`` for a command printed in a report: relative to the folder the command runs
+    in, or its last part only when it lies outside (run from its parent), so the report names
+    no folder of the machine that made it; quoted for a shell."""
+    text = os.path.relpath(Path(path).resolve(), Path.cwd())
+    return shlex.quote(Path(path).resolve().name if text.startswith("..") else text)
 
+
+def regenerate_command(exp_dir: Path, out_dir: Path, judging: Judging | None = None) -> str:
+    """The command that writes this report again, from the folder it was run in (paths as
+    ``relative`` gives them). Settings given on the command line are repeated."""
     extra = ""
     if judging is not None and judging.source == "command line":
-        extra = f" --reference {md_text(judging.reference)} --margin {judging.margin:g}"
-    return (f"python -m bench report --results {md_text(rel(exp_dir.parent))} --experiment "
-            f"{md_text(shlex.quote(exp_dir.name))} --out {md_text(rel(out_dir))}{extra}")
+        extra = f" --reference {shlex.quote(judging.reference)} --margin {judging.margin:g}"
+    return (f"python -m bench report --results {relative(exp_dir.parent)} --experiment "
+            f"{shlex.quote(exp_dir.name)} --out {relative(out_dir)}{extra}")
 
 
 NO_EPOCH_NOTE = "no run has finished an epoch: the report says so, without figures"

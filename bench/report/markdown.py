@@ -20,10 +20,10 @@ def md_text(text) -> str:
     return escape.md_text(text)
 
 
-def code(text) -> str:
+def code(text, limit: int = escape.MAX_CHARS) -> str:
     """A name from a results folder as inline code: `` `plateau` `` (``bench.escape.md_code``:
     shown literally, whatever it holds)."""
-    return escape.md_code(text)
+    return escape.md_code(text, limit)
 
 
 def codes(names) -> str:

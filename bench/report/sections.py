@@ -68,7 +68,7 @@ def title(res: Results, command: str | None = None, tuned: bool = False) -> str:
             + ("; every schedule tuned on the same search space, and every headline number "
                "below is the tuned one (own-settings numbers are labelled as such)"
                if tuned else "")
-            + f". Regenerate with `{command}`.")
+            + f". Regenerate with {code(command, 1000)}.")
     return (f"# Learning-rate schedules: {md_text(model.get('name', '?'))} on "
             f"{md_text(dataset_title(res))}\n\n{line}")
 
