@@ -160,7 +160,9 @@ def test_experiments_may_differ_in_schedules_and_budgets(tmp_path):
 
 def test_compare_is_reproducible(tmp_path):
     names = experiments(tmp_path, {"plateau": 4.0, "multistep": 3.9}, seeds=3, noise=0.01)
-    assert compare(tmp_path, *names, out="r1") == compare(tmp_path, *names, out="r2")
+    first, second = compare(tmp_path, *names, out="r1"), compare(tmp_path, *names, out="r2")
+    assert "Regenerate with `python -m bench compare " in first
+    assert first.replace("--out r1", "--out r2") == second  # only the command's --out differs
     assert (tmp_path / "r1/cmp/performance_profile.png").read_bytes() == \
         (tmp_path / "r2/cmp/performance_profile.png").read_bytes()
 
