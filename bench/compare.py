@@ -393,7 +393,10 @@ def render(name: str, results: list[Results], tables: list[Budget], order: list[
         parts.append(
             f"## {table.budget} epochs\n\n**Recommendation.** {sentence(answer)}\n\n"
             "Pooled over the experiments (pooled change: the top's, or the first's, MAE "
-            "ratio to the second's, minus 1; negative is better):\n\n"
+            "ratio to the second's, minus 1; negative is better). Each pair is tested on its "
+            "own, with no correction for the table's other pairs: read a verdict below as one "
+            "comparison, not as a ranking (the recommendation needs no correction, since its "
+            "schedule must beat every other):\n\n"
             + pairs_table(answer)
             + "\n\nDescriptive: each schedule's rank within each experiment by mean final "
             "test MAE (1 = best; ties share the average rank) and, in parentheses, its ratio "
