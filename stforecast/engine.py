@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stforecast.compilation import compile_model
 from stforecast.metrics import HorizonMetrics, masked_mae
 from stforecast.windows import WindowedData
 
@@ -41,7 +42,7 @@ class TrainConfig:
     grad_clip: float | None = 5.0       # max global gradient norm; None turns clipping off
     divergence_factor: float = 100.0    # a train loss above this x the target's std is divergence
     autocast: str | None = None         # None (float32) or "bf16": bfloat16 autocast
-    compile: bool = False               # torch.compile the model (pays off on GPUs)
+    compile: bool = False               # torch.compile the model (stforecast.compilation)
     tf32: bool = False                  # TF32 for float32 matmuls and convolutions on CUDA
 
 
@@ -165,7 +166,7 @@ class Trainer:
         self._autocast_dtype = {None: None, "bf16": torch.bfloat16}[self.config.autocast]
         set_tf32(self.config.tf32)
         if self.config.compile:
-            model.compile()  # in place: parameter names and checkpoints stay the same
+            compile_model(model, self.device)
 
     # -- the loop -----------------------------------------------------------------------
     def run_epoch(self) -> EpochRecord:

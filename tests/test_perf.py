@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from bench.cli import main
 
@@ -159,16 +160,23 @@ def test_levers_report_the_limit_in_markdown_and_json(tmp_path, capsys, monkeypa
 
 
 def test_precision_effect_reads_each_lever_against_a_float32_noise_floor(tmp_path):
-    """On the CPU a run is bit-reproducible, so the floor is exactly zero; bf16 moves the
-    result; TF32 is a CUDA lever and is not offered here."""
+    """On the CPU a run at the profile's one thread is bit-reproducible, so the floor is
+    exactly zero (even where the process has more threads); bf16 and compiled kernels move
+    the result; TF32 is a CUDA lever and is not offered here."""
     from bench.perf.levers import precision_effect
 
     profile = tmp_path / "tiny.yaml"
     profile.write_text(TINY)
-    rows = precision_effect(str(profile), device="cpu", epochs=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = precision_effect(str(profile), device="cpu", epochs=2)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
     assert [r["arithmetic"] for r in rows] == ["float32", "float32 again (noise floor)",
-                                               "bfloat16 autocast"]
+                                               "bfloat16 autocast", "torch.compile"]
     assert rows[0]["relative_difference"] == 0.0 and rows[1]["relative_difference"] == 0.0
     assert rows[1]["test_mae"] == rows[0]["test_mae"]
     assert rows[2]["relative_difference"] != 0.0
-    assert all(r["epochs"] == 2 and r["seed"] == 0 for r in rows)
+    assert all(r["epochs"] == 2 and r["seed"] == 0 and r["threads"] == 1 for r in rows)

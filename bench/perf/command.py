@@ -106,7 +106,7 @@ def render_effect(rows: list[dict]) -> str:
     first = rows[0]
     return "\n".join([
         f"## Effect on results ({first['epochs']} epochs, constant schedule, seed "
-        f"{first['seed']})",
+        f"{first['seed']}, {first.get('threads', '?')} thread(s))",
         "",
         md_table(["arithmetic", "final test MAE", "vs float32", "seconds"],
                  [[r["arithmetic"], f"{r['test_mae']:.4f}",

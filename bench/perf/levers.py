@@ -56,6 +56,14 @@ def single_step(profile: Profile, data, batches, **train_changes):
 
     def step(i):
         tr.train_step(*batches[i % len(batches)])
+    step.trainer = tr
+    return step
+
+
+def _default_compiled(step):
+    """``step`` (a ``single_step``) with its model compiled by ``torch.compile``'s defaults
+    instead of the suite's CPU backend (``stforecast.compilation``)."""
+    step.trainer.model.compile()
     return step
 
 
@@ -162,12 +170,18 @@ def lever_timings(profile_name: str, steps: int = 30, fuse: tuple[int, ...] = (4
     if dev.type == "cuda":
         rows.append(["TF32 matmuls and convolutions (changes results)", threads,
                      timed(single(tf32=True))])
-    t0 = time.perf_counter()
-    compiled = single(compile=True)
-    compiled(0)
-    sync(dev)
-    compile_s = time.perf_counter() - t0
-    rows.append([f"torch.compile ({compile_s:.0f} s to compile)", threads, timed(compiled)])
+    variants = [("torch.compile", lambda: single(compile=True))]
+    if dev.type == "cpu":  # what stforecast.compilation changes, against torch's defaults
+        variants.append(("torch.compile with torch's defaults (bool masks saved)",
+                         lambda: _default_compiled(single())))
+    for name, make in variants:
+        torch._dynamo.reset()  # each variant compiles afresh, not from the one before
+        t0 = time.perf_counter()
+        compiled = make()
+        compiled(0)
+        sync(dev)
+        compile_s = time.perf_counter() - t0
+        rows.append([f"{name} ({compile_s:.0f} s to compile)", threads, timed(compiled)])
     for k in fuse:
         try:
             rows.append([f"fused, {k} runs stacked with vmap (per run)", threads,
@@ -189,15 +203,21 @@ def precision_effect(profile_name: str, device: str = "cpu",
     each lever (bf16 autocast; TF32 on CUDA); each row gives the final test MAE and its
     relative difference from the first float32 run. The second float32 run is the noise
     floor: zero on the CPU, where a run is bit-reproducible, and the size of kernel
-    nondeterminism on a GPU, so a lever's difference is read against it.
+    nondeterminism on a GPU, so a lever's difference is read against it. On the CPU the
+    runs use the profile's threads per run, as the grid does: at one thread a run is
+    bit-reproducible, at two two runs of one seed already differ (MKL's and OpenMP's
+    parallel reductions), which would hide a lever's effect in a noise the grid never has.
     """
     dev = resolve_device(device)
     profile = replace(load_resolved(profile_name), device=str(dev))
     data = load_data(profile, dev)
+    threads_before = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(profile.threads_per_run())
     epochs = epochs or min(profile.budgets)
     seed = profile.seeds[0]
     variants = [("float32", {}), ("float32 again (noise floor)", {}),
-                ("bfloat16 autocast", {"autocast": "bf16"})]
+                ("bfloat16 autocast", {"autocast": "bf16"}), ("torch.compile", {"compile": True})]
     if dev.type == "cuda":
         variants.append(("TF32 matmuls and convolutions", {"tf32": True}))
     rows = []
@@ -208,7 +228,9 @@ def precision_effect(profile_name: str, device: str = "cpu",
         record = tr.fit(epochs)[-1]
         sync(dev)
         rows.append({"arithmetic": name, "epochs": epochs, "seed": seed,
-                     "test_mae": record.test["mae"], "seconds": time.perf_counter() - t0})
+                     "threads": torch.get_num_threads(), "test_mae": record.test["mae"],
+                     "seconds": time.perf_counter() - t0})
+    torch.set_num_threads(threads_before)
     base = rows[0]["test_mae"]
     for row in rows:
         row["relative_difference"] = (row["test_mae"] - base) / base
