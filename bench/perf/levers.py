@@ -200,8 +200,8 @@ def precision_effect(profile_name: str, device: str = "cpu",
 
     One run of the profile's model (the constant schedule, the profile's first seed, its
     shortest budget unless ``epochs`` is given) is trained in float32 twice and once under
-    each lever (bf16 autocast; TF32 on CUDA); each row gives the final test MAE and its
-    relative difference from the first float32 run. The second float32 run is the noise
+    each lever (bf16 autocast, torch.compile; TF32 on CUDA); each row gives the final test
+    MAE and its relative difference from the first float32 run. The second float32 run is the noise
     floor: zero on the CPU, where a run is bit-reproducible, and the size of kernel
     nondeterminism on a GPU, so a lever's difference is read against it. On the CPU the
     runs use the profile's threads per run, as the grid does: at one thread a run is
