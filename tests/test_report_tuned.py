@@ -45,7 +45,8 @@ def write_tuned(exp: Path, levels: dict[str, float], chosen: dict[str, str],
             mae = float(levels[n] * np.exp(seed_effect[k] + rng.normal(0, 0.003)))
             summary.append({"schedule": n, "budget": BUDGET, "seed": s, "status": "finished",
                             "epochs_done": BUDGET, "val_mae": mae, "test_mae": mae,
-                            "best_test_mae": mae, "best_epoch": BUDGET - 1, "run": f"{n}/{s}"})
+                            "best_test_mae": mae, "best_epoch": BUDGET - 1, "run": f"{n}/{s}",
+                            **seconds(60.0)})
             epochs += [{"schedule": n, "budget": BUDGET, "seed": s, "epoch": e, "lr": 1e-3,
                         "val_mae": mae * (1 + 0.1 * (BUDGET - 1 - e)), "test_mae": mae}
                        for e in range(BUDGET)]
@@ -53,7 +54,8 @@ def write_tuned(exp: Path, levels: dict[str, float], chosen: dict[str, str],
         summary.append({"schedule": point, "budget": BUDGET, "seed": TUNING_SEED,
                         "status": "finished", "epochs_done": BUDGET, "val_mae": levels[point],
                         "test_mae": levels[point], "best_test_mae": levels[point],
-                        "best_epoch": BUDGET - 1, "run": f"{point}/{TUNING_SEED}"})
+                        "best_epoch": BUDGET - 1, "run": f"{point}/{TUNING_SEED}",
+                        **seconds(120.0)})
     atomic_write_text(exp / "summary.csv", rows_to_csv(summary, SUMMARY_COLUMNS))
     atomic_write_text(exp / "epochs.csv", rows_to_csv(epochs))
     points = {n: {"lr": 3e-3 if "@" in n else 1e-3, "weight_decay": 0.0} for n in levels}
@@ -66,6 +68,12 @@ def write_tuned(exp: Path, levels: dict[str, float], chosen: dict[str, str],
     if extra and "top" in extra:
         record.update(extra["top"])
     atomic_write_json(exp / "tuning.json", record)
+
+
+def seconds(total: float) -> dict:
+    """The time columns of a run that trained all its epochs itself in ``total`` seconds."""
+    return {"seconds": total, "seconds_per_epoch": total / BUDGET, "shared_epochs": 0,
+            "trained_seconds": total}
 
 
 def report(tmp_path: Path, name: str) -> str:
@@ -130,3 +138,23 @@ def test_an_older_tuning_record_marks_edges_from_the_space(tmp_path, levels):
     write_tuned(tmp_path / "results/tuned", levels, CHOSEN, own=True)
     section = report(tmp_path, "tuned").split("## Each schedule tuned")[1].split("\n## ")[0]
     assert section.count("lr 0.003 (edge)") == 3 and "at the bound" not in section
+
+
+def test_time_and_the_training_command_count_every_tuning_point(tmp_path, levels):
+    """What the answer cost: the tuning runs and every point's evaluation runs, under the
+    schedule they tune; the command to train it again names every tuned schedule."""
+    write_tuned(tmp_path / "results/tuned", levels, CHOSEN, own=True)
+    exp = tmp_path / "results/tuned/experiment.json"
+    exp.write_text(exp.read_text().replace(
+        "{", '{"command": "python -m bench run --profile tuned-x", ', 1))
+    text = report(tmp_path, "tuned")
+    time = text.split("## Time")[1].split("\n## ")[0]
+    # Per schedule: 1 tuning run (120 s) and 2 points x 6 evaluation seeds (60 s each);
+    # s / epoch is the mean over those 13 runs: (20 + 12 x 10) / 13.
+    for name in CHOSEN:
+        assert f"| `{name}` | 10.77 | 1 + 12 | 0 | 2.0 min + 12.0 min |" in time, time
+    assert "@lr" not in time
+    assert "Training time summed over runs: 42.0 min (6.0 min tuning" in time
+    assert "36.0 min evaluating)" in time
+    command = text.split("**Train again**")[1]
+    assert "--schedules plateau,wsd,onecycle " in command and "--seeds 0,1,2,3,4,5`" in command

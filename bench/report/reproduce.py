@@ -52,11 +52,15 @@ def code_lines(model: dict) -> list[str]:
 
 
 def training_command(res: Results) -> str | None:
-    """The recorded ``bench run`` with the grid of the records: schedules, budgets, seeds."""
+    """The recorded ``bench run`` with the grid of the records: schedules, budgets, seeds.
+
+    In a tuned experiment the schedules are the ones tuned (``--schedules`` names those, and
+    the run tunes each again before evaluating) and the seeds are the evaluation seeds."""
     command = res.experiment.get("command")
     if not isinstance(command, str) or not command.startswith("python -m bench run "):
         return None
-    schedules = ",".join(res.schedule_order)
+    tuned = res.tuning.get("schedules") if res.tuning else None
+    schedules = ",".join([s for s in res.order if s in tuned] if tuned else res.schedule_order)
     if not schedules:
         return None
     return (command + " " + shlex.join(["--schedules", schedules, "--budgets",

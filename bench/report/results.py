@@ -40,8 +40,10 @@ class Results:
     environment: dict = field(default_factory=dict)
     run_config: dict = field(default_factory=dict)
     # The tuning protocol's record (``tuning.json``), when the experiment was tuned; then
-    # ``epochs`` and ``summary`` hold the evaluation seeds only.
+    # ``epochs`` and ``summary`` hold the evaluation seeds only, and ``tuning_runs`` the
+    # summary rows of the tuning seeds (read for the time they cost, never for a verdict).
     tuning: dict = field(default_factory=dict)
+    tuning_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def budgets(self) -> list[int]:
@@ -139,14 +141,16 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
             notes.append(f"{exp_dir / 'tuning.json'}: {why}; not used (the experiment is "
                          "reported as untuned)")
             tuning = {}
+    tuning_runs = summary.iloc[0:0]
     if tuning:  # the test comparison uses the evaluation seeds alone
+        tuning_runs = summary[~summary["seed"].isin(tuning["eval_seeds"])]
         summary = summary[summary["seed"].isin(tuning["eval_seeds"])]
         epochs = epochs[epochs["seed"].isin(tuning["eval_seeds"])]
         if summary.empty:
             raise ConfigError(f"{exp_dir / 'summary.csv'}: holds no run of the evaluation "
                               f"seeds {tuning['eval_seeds']} yet")
     return Results(exp_dir.name, epochs, summary, baselines, schedules, order, experiment,
-                   environment, run_config, tuning)
+                   environment, run_config, tuning, tuning_runs)
 
 
 def verified_run_config(exp_dir: Path, summary: pd.DataFrame) -> dict:
@@ -424,9 +428,10 @@ def tuned_view(res: Results) -> Results:
                 out.append(rows)
     if not summary:
         return replace(res, summary=res.summary.iloc[0:0], epochs=res.epochs.iloc[0:0],
-                       tuning={})
+                       tuning={}, tuning_runs=res.tuning_runs.iloc[0:0])
     return replace(res, summary=pd.concat(summary, ignore_index=True),
-                   epochs=pd.concat(epochs, ignore_index=True), tuning={})
+                   epochs=pd.concat(epochs, ignore_index=True), tuning={},
+                   tuning_runs=res.tuning_runs.iloc[0:0])
 
 
 def ranking(res: Results, budget: int, column: str = "test_mae") -> list[tuple[str, float]]:

@@ -301,32 +301,60 @@ def horizon_tables(res: Results) -> str:
 
 
 def timing_section(res: Results) -> str:
-    df = res.finished()
-    rows = []
-    total, shared_total = 0.0, 0
-    has_shared = "shared_epochs" in df and "trained_seconds" in df
-    for s in res.schedule_order:
-        d = df[df["schedule"] == s]
-        if d.empty:
+    """``## Time``: what each schedule's runs cost, from the seconds of the epochs each run
+    trained itself. In a tuned experiment every tuning point counts under the schedule it
+    tunes, on the tuning seeds and on the evaluation seeds: that is what the answer cost."""
+    tuned = bool(res.tuning)
+    groups = {"evaluation": res.finished()}
+    if tuned and not res.tuning_runs.empty:
+        groups["tuning"] = res.tuning_runs[res.tuning_runs["status"] == "finished"]
+    base = (lambda s: s.split("@")[0]) if tuned else (lambda s: s)
+    runs = {}  # (base schedule, group) -> one row per trained run
+    for group, df in groups.items():
+        if df.empty:
             continue
-        longest = d.sort_values("budget").groupby("run").tail(1)  # one row per trained run
-        seconds = longest["trained_seconds"] if has_shared else longest["seconds"]
-        shared = int(longest["shared_epochs"].sum()) if has_shared else 0
-        total += seconds.sum()
-        shared_total += shared
-        rows.append([code(s), f"{d['seconds_per_epoch'].mean():.2f}", str(len(longest)),
-                     str(shared), duration(seconds.sum())])
+        for name, d in df.groupby(df["schedule"].map(base)):
+            runs[name, group] = d.sort_values("budget").groupby("run").tail(1)
+    has_shared = all("shared_epochs" in d and "trained_seconds" in d for d in runs.values())
+    seconds = lambda d: d["trained_seconds"] if has_shared else d["seconds"]  # noqa: E731
+    shared = lambda d: int(d["shared_epochs"].sum()) if has_shared else 0  # noqa: E731
+    order = [s for s in res.order if any(k[0] == s for k in runs)]
+    rows, totals, shared_total = [], dict.fromkeys(groups, 0.0), 0
+    for s in order:
+        parts = {g: runs[s, g] for g in groups if (s, g) in runs}
+        every = pd.concat(parts.values())
+        for g, d in parts.items():
+            totals[g] += seconds(d).sum()
+        shared_total += shared(every)
+        if tuned:
+            count = " + ".join(str(len(parts[g])) if g in parts else "0"
+                               for g in ("tuning", "evaluation") if g in groups)
+            spent = " + ".join(duration(seconds(parts[g]).sum()) if g in parts else "0"
+                               for g in ("tuning", "evaluation") if g in groups)
+        else:
+            count, spent = str(len(every)), duration(seconds(every).sum())
+        per_epoch = pd.concat([groups[g][groups[g]["schedule"].map(base) == s]
+                               for g in parts])["seconds_per_epoch"].mean()
+        rows.append([code(s), f"{per_epoch:.2f}", count, str(shared(every)), spent])
+    total = sum(totals.values())
+    if tuned and "tuning" in groups:
+        headers = ["schedule", "s / epoch", "runs (tuning + evaluation)", "epochs shared",
+                   "training time (tuning + evaluation)"]
+        split = (f" ({duration(totals['tuning'])} tuning every point of the search space on "
+                 f"the tuning seeds, {duration(totals['evaluation'])} evaluating)")
+    else:
+        headers = ["schedule", "s / epoch", "runs", "epochs shared", "training time"]
+        split = ""
     return ("## Time\n\nSeconds per epoch include validation and test evaluation. A schedule "
             "whose lr path does not depend on the budget is trained once per seed to the "
             "longest budget and its shorter budgets are read off that run. Runs that follow "
             "the same lr path for their first epochs train those epochs once: a run forks "
             "from the shared trunk where its path leaves it, with records identical to a run "
             "trained alone (epochs shared).\n\n"
-            + md_table(["schedule", "s / epoch", "runs", "epochs shared", "training time"],
-                       rows)
-            + f"\n\nTraining time summed over runs: {duration(total)}, with {shared_total} "
-            "epochs taken from shared trunks (the wall time is shorter when runs train in "
-            "parallel with `jobs`).")
+            + md_table(headers, rows)
+            + f"\n\nTraining time summed over runs: {duration(total)}{split}, with "
+            f"{shared_total} epochs taken from shared trunks (the wall time is shorter when "
+            "runs train in parallel with `jobs`).")
 
 
 def status_section(res: Results) -> str:
