@@ -1,8 +1,8 @@
 """``torch.compile`` for a training run, with the one CPU setting that makes it pay off.
 
 Measured on the default profile (STID, 48 sensors, batch 64, one thread, torch 2.13, an
-AVX-512 Xeon): with torch's defaults a compiled training step took 1.88x the eager step.
-``torch.profiler`` put almost half of the compiled step in three forward kernels, one per
+AVX-512 Xeon): with torch's defaults a compiled training step took 1.8 to 2.05x the eager
+step. ``torch.profiler`` put almost half of the compiled step in three forward kernels, one per
 residual block, that each store a ReLU's ``output <= 0`` as a bool mask for the backward:
 Inductor's vectorised CPU code stores a bool tensor about 25x slower than eager computes the
 same comparison (1.9 ms against 0.08 ms for a 64x48x64 tensor; 0.14 ms with vectorisation
@@ -13,8 +13,9 @@ removes the three stores and the bool tensors altogether, and the compiled step 
 0.94x the eager one (``python -m bench perf --levers`` reports the ratio and the change in
 results). It was no graph break: the graph is one, with none.
 
-On a GPU the model compiles with torch's defaults (Triton stores bool tensors at full speed),
-so compiled GPU runs are unchanged by this module.
+On a GPU the model compiles with torch's defaults (the slow store is in Inductor's C++ code
+for the CPU; nothing here was measured on a GPU), so compiled GPU runs are unchanged by this
+module.
 """
 
 from __future__ import annotations
