@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 
 from bench.report.diverged import safe_text
-from bench.report.results import Results
+from bench.report.results import Results, tuned_order
 
 _HEX = set("0123456789abcdef")
 
@@ -59,8 +59,7 @@ def training_command(res: Results) -> str | None:
     command = res.experiment.get("command")
     if not isinstance(command, str) or not command.startswith("python -m bench run "):
         return None
-    tuned = res.tuning.get("schedules") if res.tuning else None
-    schedules = ",".join([s for s in res.order if s in tuned] if tuned else res.schedule_order)
+    schedules = ",".join(tuned_order(res) if res.tuning else res.schedule_order)
     if not schedules:
         return None
     return (command + " " + shlex.join(["--schedules", schedules, "--budgets",

@@ -408,6 +408,18 @@ def baseline(res: Results, name: str, split: str = "test", column: str = "mae") 
     return float(row[column].iloc[0]) if len(row) else None
 
 
+def tuned_order(res: Results) -> list[str]:
+    """The tuned schedules in the order their first tuning point was registered (a schedule
+    whose own settings lie outside the space is registered under its own name last)."""
+    tuned = res.tuning.get("schedules", {}) if res.tuning else {}
+    order: list[str] = []
+    for name in res.order:
+        base = name.split("@")[0]
+        if base in tuned and base not in order:
+            order.append(base)
+    return order + [s for s in tuned if s not in order]
+
+
 def tuned_view(res: Results) -> Results:
     """A tuned experiment as if each schedule had been run at its chosen setting: per budget,
     the evaluation runs of the chosen point under the schedule's own name. Schedules without

@@ -28,6 +28,7 @@ from bench.report.results import (
     interval_minutes,
     per_seed,
     ranking,
+    tuned_order,
     units,
 )
 from bench.report.settings import Judging
@@ -318,7 +319,8 @@ def timing_section(res: Results) -> str:
     has_shared = all("shared_epochs" in d and "trained_seconds" in d for d in runs.values())
     seconds = lambda d: d["trained_seconds"] if has_shared else d["seconds"]  # noqa: E731
     shared = lambda d: int(d["shared_epochs"].sum()) if has_shared else 0  # noqa: E731
-    order = [s for s in res.order if any(k[0] == s for k in runs)]
+    order = [s for s in (tuned_order(res) if tuned else res.order)
+             if any(k[0] == s for k in runs)]
     rows, totals, shared_total = [], dict.fromkeys(groups, 0.0), 0
     for s in order:
         parts = {g: runs[s, g] for g in groups if (s, g) in runs}
