@@ -139,10 +139,15 @@ def test_limits_of_a_tiny_stid_on_cpu(tmp_path):
 def test_levers_report_the_limit_in_markdown_and_json(tmp_path, capsys, monkeypatch):
     import bench.perf.command as perf
 
-    # torch.compile takes long on a CPU; the lever table itself is not under test here.
+    # torch.compile takes long on a CPU; the lever table and the effect rows (both under
+    # test elsewhere) are stubbed here.
     monkeypatch.setattr(perf, "lever_timings", lambda *a, **k: [
         {"lever": "float32, eager", "threads": 1, "ms_per_step": 1.0, "ratio": 1.0,
          "device": "cpu"}])
+    monkeypatch.setattr(perf, "precision_effect", lambda *a, **k: [
+        {"arithmetic": name, "epochs": 6, "seed": 0, "threads": 1, "test_mae": 3.0,
+         "seconds": 1.0, "relative_difference": 0.0}
+        for name in ("float32", "float32 again (noise floor)")])
     profile = tmp_path / "tiny.yaml"
     profile.write_text(TINY)
     assert main(["perf", "--levers", "--profile", str(profile), "--fuse", "2",
@@ -161,8 +166,8 @@ def test_levers_report_the_limit_in_markdown_and_json(tmp_path, capsys, monkeypa
 
 def test_precision_effect_reads_each_lever_against_a_float32_noise_floor(tmp_path):
     """On the CPU a run at the profile's one thread is bit-reproducible, so the floor is
-    exactly zero (even where the process has more threads); bf16 and compiled kernels move
-    the result; TF32 is a CUDA lever and is not offered here."""
+    exactly zero (even where the process has more threads); bf16 moves the result; TF32 is
+    a CUDA lever and is not offered here."""
     from bench.perf.levers import precision_effect
 
     profile = tmp_path / "tiny.yaml"

@@ -221,16 +221,18 @@ def precision_effect(profile_name: str, device: str = "cpu",
     if dev.type == "cuda":
         variants.append(("TF32 matmuls and convolutions", {"tf32": True}))
     rows = []
-    for name, changes in variants:
-        prof = replace(profile, train=replace(profile.train, **changes))
-        tr = build_run(prof, BUILTIN.get(CONTROL), seed, epochs, data)
-        t0 = time.perf_counter()
-        record = tr.fit(epochs)[-1]
-        sync(dev)
-        rows.append({"arithmetic": name, "epochs": epochs, "seed": seed,
-                     "threads": torch.get_num_threads(), "test_mae": record.test["mae"],
-                     "seconds": time.perf_counter() - t0})
-    torch.set_num_threads(threads_before)
+    try:
+        for name, changes in variants:
+            prof = replace(profile, train=replace(profile.train, **changes))
+            tr = build_run(prof, BUILTIN.get(CONTROL), seed, epochs, data)
+            t0 = time.perf_counter()
+            record = tr.fit(epochs)[-1]
+            sync(dev)
+            rows.append({"arithmetic": name, "epochs": epochs, "seed": seed,
+                         "threads": torch.get_num_threads(), "test_mae": record.test["mae"],
+                         "seconds": time.perf_counter() - t0})
+    finally:
+        torch.set_num_threads(threads_before)
     base = rows[0]["test_mae"]
     for row in rows:
         row["relative_difference"] = (row["test_mae"] - base) / base

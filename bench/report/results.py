@@ -143,7 +143,8 @@ def load_results(exp_dir: str | Path, notes: list[str] | None = None) -> Results
             tuning = {}
     tuning_runs = summary.iloc[0:0]
     if tuning:  # the test comparison uses the evaluation seeds alone
-        tuning_runs = summary[~summary["seed"].isin(tuning["eval_seeds"])]
+        tuning_runs = summary[summary["seed"].isin(tuning["tuning_seeds"])
+                              & ~summary["seed"].isin(tuning["eval_seeds"])]
         summary = summary[summary["seed"].isin(tuning["eval_seeds"])]
         epochs = epochs[epochs["seed"].isin(tuning["eval_seeds"])]
         if summary.empty:

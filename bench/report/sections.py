@@ -302,9 +302,10 @@ def horizon_tables(res: Results) -> str:
 
 
 def timing_section(res: Results) -> str:
-    """``## Time``: what each schedule's runs cost, from the seconds of the epochs each run
-    trained itself. In a tuned experiment every tuning point counts under the schedule it
-    tunes, on the tuning seeds and on the evaluation seeds: that is what the answer cost."""
+    """``## Time``: what each schedule's finished runs cost, from the seconds of the epochs
+    each run trained itself (a run that did not finish has no summed seconds and is left
+    out). In a tuned experiment every tuning point counts under the schedule it tunes, on the
+    tuning seeds and on the evaluation seeds: that is what the answer cost."""
     tuned = bool(res.tuning)
     groups = {"evaluation": res.finished()}
     if tuned and not res.tuning_runs.empty:
@@ -319,7 +320,8 @@ def timing_section(res: Results) -> str:
     has_shared = all("shared_epochs" in d and "trained_seconds" in d for d in runs.values())
     seconds = lambda d: d["trained_seconds"] if has_shared else d["seconds"]  # noqa: E731
     shared = lambda d: int(d["shared_epochs"].sum()) if has_shared else 0  # noqa: E731
-    order = [s for s in (tuned_order(res) if tuned else res.order)
+    listed = tuned_order(res) if tuned else []
+    order = [s for s in listed + [s for s in res.order if s not in listed]
              if any(k[0] == s for k in runs)]
     rows, totals, shared_total = [], dict.fromkeys(groups, 0.0), 0
     for s in order:
@@ -343,7 +345,8 @@ def timing_section(res: Results) -> str:
         headers = ["schedule", "s / epoch", "runs (tuning + evaluation)", "epochs shared",
                    "training time (tuning + evaluation)"]
         split = (f" ({duration(totals['tuning'])} tuning every point of the search space on "
-                 f"the tuning seeds, {duration(totals['evaluation'])} evaluating)")
+                 f"the tuning seeds, {duration(totals['evaluation'])} evaluating; finished "
+                 "runs only)")
     else:
         headers = ["schedule", "s / epoch", "runs", "epochs shared", "training time"]
         split = ""
