@@ -60,6 +60,7 @@ class TrainSettings:
     autocast: str | None = None
     compile: bool = False
     tf32: bool = False  # TF32 matmuls and convolutions on CUDA (changes results)
+    flush_denormal: bool = False  # denormal floats flushed to zero on the CPU (faster)
 
     def __post_init__(self) -> None:
         if not (1 <= self.batch_size <= 65536 and 1 <= self.eval_batch_size <= 65536):

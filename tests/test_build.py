@@ -130,16 +130,34 @@ def test_tf32_is_set_both_ways_by_every_run(quick):
         set_tf32(False)
 
 
-def test_a_setting_added_later_keeps_earlier_identities_at_its_old_value(quick):
-    """``train.tf32`` at False (how every earlier run trained) is left out of the identity,
-    so earlier runs keep their config hash; set, it is a setting like any other."""
+def test_flush_denormal_is_set_both_ways_by_every_run(quick):
+    """A run under ``train.flush_denormal`` makes a denormal input count as zero; the next
+    run of a profile without it keeps denormals again."""
+    profile, data = quick
+    denormal = torch.tensor([1e-39])  # below float32's smallest normal, 1.18e-38
+    on = replace(profile, train=replace(profile.train, flush_denormal=True))
+    try:
+        build_run(on, BUILTIN.get("constant"), 0, 2, data)
+        assert (denormal * 1.0).item() == 0.0
+        build_run(profile, BUILTIN.get("constant"), 0, 2, data)
+        assert (denormal * 1.0).item() == pytest.approx(1e-39, rel=1e-3)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("setting", ["tf32", "flush_denormal"])
+def test_a_setting_added_later_keeps_earlier_identities_at_its_old_value(quick, setting):
+    """A training setting added after results were written (``train.tf32``,
+    ``train.flush_denormal``) at False, how every earlier run trained, is left out of the
+    identity, so earlier runs keep their config hash; set, it is a setting like any other."""
     profile, _ = quick
     item = BUILTIN.get("constant")
     job = plan_jobs([item], (4,), (0,))[0]
-    before = {k: v for k, v in to_dict(profile.train).items() if k != "tf32"}
+    before = {k: v for k, v in to_dict(profile.train).items()
+              if k not in ("tf32", "flush_denormal")}
     assert experiment_identity(profile)["train"] == before
-    on = replace(profile, train=replace(profile.train, tf32=True))
-    assert experiment_identity(on)["train"] == {**before, "tf32": True}
+    on = replace(profile, train=replace(profile.train, **{setting: True}))
+    assert experiment_identity(on)["train"] == {**before, setting: True}
     assert config_hash(run_payload(on, item, job)) != config_hash(run_payload(profile, item, job))
 
 

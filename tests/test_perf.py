@@ -180,7 +180,8 @@ def test_precision_effect_reads_each_lever_against_a_float32_noise_floor(tmp_pat
     finally:
         torch.set_num_threads(before)
     assert [r["arithmetic"] for r in rows] == ["float32", "float32 again (noise floor)",
-                                               "bfloat16 autocast", "torch.compile"]
+                                               "bfloat16 autocast", "torch.compile",
+                                               "denormals flushed to zero"]
     assert rows[0]["relative_difference"] == 0.0 and rows[1]["relative_difference"] == 0.0
     assert rows[1]["test_mae"] == rows[0]["test_mae"]
     assert rows[2]["relative_difference"] != 0.0

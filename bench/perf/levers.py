@@ -200,13 +200,14 @@ def precision_effect(profile_name: str, device: str = "cpu",
 
     One run of the profile's model (the constant schedule, the profile's first seed, its
     shortest budget unless ``epochs`` is given) is trained in float32 twice and once under
-    each lever (bf16 autocast, torch.compile; TF32 on CUDA); each row gives the final test
-    MAE and its relative difference from the first float32 run. The second float32 run is the noise
-    floor: zero on the CPU, where a run is bit-reproducible, and the size of kernel
-    nondeterminism on a GPU, so a lever's difference is read against it. On the CPU the
-    runs use the profile's threads per run, as the grid does: at one thread a run is
-    bit-reproducible, at two two runs of one seed already differ (MKL's and OpenMP's
-    parallel reductions), which would hide a lever's effect in a noise the grid never has.
+    each lever (bf16 autocast, torch.compile; denormals flushed on the CPU, TF32 on CUDA);
+    each row gives the final test MAE and its relative difference from the first float32
+    run. The second float32 run is the noise floor: zero on the CPU, where a run is
+    bit-reproducible, and the size of kernel nondeterminism on a GPU, so a lever's difference
+    is read against it. On the CPU the runs use the profile's threads per run, as the grid
+    does: at one thread a run is bit-reproducible, at two two runs of one seed already differ
+    (MKL's and OpenMP's parallel reductions), which would hide a lever's effect in a noise the
+    grid never has.
     """
     dev = resolve_device(device)
     profile = replace(load_resolved(profile_name), device=str(dev))
@@ -218,6 +219,8 @@ def precision_effect(profile_name: str, device: str = "cpu",
     seed = profile.seeds[0]
     variants = [("float32", {}), ("float32 again (noise floor)", {}),
                 ("bfloat16 autocast", {"autocast": "bf16"}), ("torch.compile", {"compile": True})]
+    if dev.type == "cpu":
+        variants.append(("denormals flushed to zero", {"flush_denormal": True}))
     if dev.type == "cuda":
         variants.append(("TF32 matmuls and convolutions", {"tf32": True}))
     rows = []

@@ -128,6 +128,8 @@ def arithmetic_text(train: dict) -> list[str]:
         out.append("TF32 matmuls and convolutions on CUDA")
     if train.get("compile") is True:
         out.append("torch.compile")
+    if train.get("flush_denormal") is True:
+        out.append("denormals flushed to zero")
     return out
 
 
